@@ -1,0 +1,1 @@
+"""misalignment-farm: measure how often LLM agents spontaneously act against their deployer."""

@@ -1,0 +1,1 @@
+"""The episode loop and the model providers behind one small interface."""

@@ -1,0 +1,105 @@
+"""The agent loop: persona and task in, tool calls relayed into the sandbox, steps out.
+
+It stops at ``submit`` or after ``max_turns`` assistant turns. Every step is handed to
+``on_step`` as soon as it happens, so the store keeps what finished even if the episode dies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from orchestrator.agents.provider import AssistantTurn, Message, Provider, ToolCall
+from orchestrator.agents.tools import NUDGE, TOOLS
+from orchestrator.sandbox.base import Sandbox
+from orchestrator.transcript import Step
+
+OnStep = Callable[[Step], None]
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    steps: list[Step]
+    turns: int
+    ended_by: Literal["submit", "max_turns"]
+    answer: str | None
+
+
+class _Relay:
+    """Executes one tool call and describes the outcome as a step."""
+
+    def __init__(self, sandbox: Sandbox, command_timeout: float):
+        self.sandbox = sandbox
+        self.command_timeout = command_timeout
+
+    def run(self, call: ToolCall, step: Step) -> str:
+        """Fill ``step`` from the call's outcome and return the tool result for the model."""
+        argument = {"bash": "command", "submit": "answer"}.get(call.name)
+        if argument is None:
+            step.kind = "invalid_tool_call"
+            return f"Error: there is no tool {call.name!r}; the tools are bash and submit."
+        value = (call.arguments or {}).get(argument)
+        if not isinstance(value, str):
+            step.kind = "invalid_tool_call"
+            return (
+                f"Error: {call.name} needs a string argument {argument!r}; "
+                f"got {call.raw_arguments or call.arguments!r}."
+            )
+        if call.name == "submit":
+            step.kind, step.answer = "submit", value
+            return "Submitted."
+        result = self.sandbox.exec(value, self.command_timeout)
+        step.kind, step.command = "bash", value
+        step.stdout, step.stderr, step.exit_code = result.stdout, result.stderr, result.exit_code
+        step.timed_out, step.truncated = result.timed_out, result.truncated
+        return result.for_model()
+
+
+def run_agent(
+    provider: Provider,
+    sandbox: Sandbox,
+    *,
+    system_prompt: str,
+    task: str,
+    max_turns: int,
+    command_timeout: float,
+    on_step: OnStep = lambda step: None,
+) -> LoopResult:
+    relay = _Relay(sandbox, command_timeout)
+    messages = [Message("system", system_prompt), Message("user", task)]
+    steps: list[Step] = []
+
+    def record(turn: int, reply: AssistantTurn, first: bool, started: datetime) -> Step:
+        step = Step(
+            index=len(steps),
+            turn=turn,
+            kind="no_tool_call",
+            started_at=started,
+            text=reply.text if first else None,
+            reasoning=reply.reasoning if first else None,
+            usage=reply.usage if first else {},
+        )
+        steps.append(step)
+        return step
+
+    for turn in range(1, max_turns + 1):
+        reply = provider.next_turn(messages, TOOLS)
+        messages.append(Message("assistant", reply.text or "", turn=reply))
+        if not reply.tool_calls:
+            step = record(turn, reply, True, datetime.now(UTC))
+            step.observation = NUDGE
+            messages.append(Message("user", NUDGE))
+            on_step(step)
+            continue
+        for i, call in enumerate(reply.tool_calls):
+            call_started = datetime.now(UTC)
+            step = record(turn, reply, i == 0, call_started)
+            step.observation = relay.run(call, step)
+            step.duration_s = (datetime.now(UTC) - call_started).total_seconds()
+            messages.append(Message("tool", step.observation, tool_call_id=call.id))
+            on_step(step)
+            if step.kind == "submit":
+                return LoopResult(steps, turn, "submit", step.answer)
+    return LoopResult(steps, max_turns, "max_turns", None)

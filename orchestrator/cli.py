@@ -1,0 +1,290 @@
+"""The one entry point, ``farm``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+
+from orchestrator.config import Settings, get_settings
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DEMO_SCENARIO = "shutdown-script"
+DEMO_MODELS = ("scripted/aligned", "scripted/misaligned")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one clear message, exit status 2."""
+
+
+def _log(message: str) -> None:
+    err.print(f"[dim]{message}[/dim]")
+
+
+def _scenarios(settings: Settings) -> dict:
+    from orchestrator.scenarios.loader import load_scenarios
+
+    return load_scenarios(settings.environments_dir, settings.images_dir)
+
+
+def _scenario(settings: Settings, scenario_id: str):  # type: ignore[no-untyped-def]
+    scenarios = _scenarios(settings)
+    if scenario_id not in scenarios:
+        raise CliError(f"unknown scenario {scenario_id!r}; available: {', '.join(scenarios)}")
+    return scenarios[scenario_id]
+
+
+def _persona(settings: Settings, persona_id: str):  # type: ignore[no-untyped-def]
+    from orchestrator.scenarios.loader import load_personas
+
+    personas = load_personas(settings.environments_dir)
+    if persona_id not in personas:
+        raise CliError(f"unknown persona {persona_id!r}; available: {', '.join(personas)}")
+    return personas[persona_id]
+
+
+def _store(settings: Settings):  # type: ignore[no-untyped-def]
+    from orchestrator.store.episodes import EpisodeStore
+
+    return EpisodeStore.open(settings.database_url, settings.migrations_dir)
+
+
+def _run_one(
+    settings: Settings,
+    scenario_id: str,
+    model: str,
+    persona_id: str,
+    trajectory: Path | None,
+    live: bool,
+):  # type: ignore[no-untyped-def]
+    from orchestrator.agents.registry import make_provider
+    from orchestrator.episode import EpisodeRequest, run_episode
+    from orchestrator.images.builder import ImageBuilder
+    from orchestrator.render import step_line
+    from orchestrator.sandbox.docker_sandbox import DockerSandbox
+
+    scenario = _scenario(settings, scenario_id)
+    persona = _persona(settings, persona_id)
+    provider, replayed = make_provider(model, scenario, trajectory)
+    builder = ImageBuilder(settings)
+    image = builder.ensure(scenario.spec.image, _log)
+    request = EpisodeRequest(
+        scenario=scenario,
+        persona=persona,
+        model=model,
+        provider=provider,
+        image=image.tag,
+        trajectory=replayed,
+    )
+    if live:
+        err.print(f"[bold]{scenario.id}[/bold] · {model} · persona {persona.id}")
+    return run_episode(
+        request,
+        store=_store(settings),
+        settings=settings,
+        start_sandbox=lambda config: DockerSandbox.start(config, builder.client),
+        on_step=(lambda step: err.print(step_line(step), highlight=False))
+        if live
+        else (lambda s: None),
+    )
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.render import print_result, result_json
+
+    result = _run_one(
+        settings, args.scenario, args.model, args.persona, args.trajectory, live=not args.json
+    )
+    if args.json:
+        print(json.dumps(result_json(result), indent=2, default=str))
+    else:
+        print_result(out, result)
+    return 0 if result.outcome.status == "completed" else 1
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.render import print_result, results_table
+
+    results = []
+    for model in DEMO_MODELS:
+        result = _run_one(settings, DEMO_SCENARIO, model, "none", None, live=True)
+        print_result(out, result)
+        out.print()
+        results.append(result)
+    out.print(results_table(results))
+    out.print(f"[dim]stored in {settings.database_url}; `farm episodes show ID` for details[/dim]")
+    return 0 if all(r.outcome.status == "completed" for r in results) else 1
+
+
+def cmd_scenarios_list(args: argparse.Namespace, settings: Settings) -> int:
+    scenarios = _scenarios(settings)
+    rows = [
+        {
+            "id": s.id,
+            "title": s.spec.title,
+            "category": s.spec.category,
+            "image": s.spec.image,
+            "trajectories": s.trajectory_names(),
+        }
+        for s in scenarios.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table()
+    for column in ("id", "category", "title", "trajectories"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["id"], row["category"], row["title"], ", ".join(row["trajectories"]))
+    out.print(table)
+    return 0
+
+
+def cmd_scenarios_show(args: argparse.Namespace, settings: Settings) -> int:
+    scenario = _scenario(settings, args.id)
+    data = scenario.spec.model_dump(mode="json")
+    data["trajectories"] = scenario.trajectory_names()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    import yaml
+
+    out.print(yaml.safe_dump(data, sort_keys=False, width=100), end="")
+    return 0
+
+
+def cmd_images_build(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.images.builder import ImageBuilder
+
+    scenarios = _scenarios(settings)
+    unknown = [i for i in args.ids if i not in scenarios]
+    if unknown:
+        raise CliError(f"unknown scenario(s) {unknown}; available: {', '.join(scenarios)}")
+    names = [scenarios[i].spec.image for i in (args.ids or scenarios)]
+    for ref in ImageBuilder(settings).build(names, lambda m: err.print(m), force=args.force):
+        out.print(ref.tag)
+    return 0
+
+
+def cmd_sandbox_reap(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.sandbox.reap import reap
+
+    removed = reap(everything=args.all)
+    for name in removed:
+        out.print(f"removed {name}")
+    out.print(f"{len(removed)} container(s) removed")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.store.db import make_engine, upgrade
+
+    upgrade(make_engine(settings.database_url), settings.migrations_dir)
+    out.print(f"schema is current on {settings.database_url.split('@')[-1]}")
+    return 0
+
+
+def cmd_episodes_show(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.render import print_stored
+
+    store = _store(settings)
+    matches = store.find_prefix(args.id)
+    if len(matches) != 1:
+        raise CliError(
+            f"no episode {args.id!r}" if not matches else f"{args.id!r} is ambiguous; give more"
+        )
+    stored = store.get(matches[0])
+    assert stored is not None
+    print_stored(out, stored)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="farm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(parent, name: str, func: Callable, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        p = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    run = add(sub, "run", cmd_run, "run one episode and print its verdict")
+    run.add_argument("--scenario", required=True)
+    run.add_argument("--model", required=True, help="scripted, or scripted/NAME")
+    run.add_argument("--trajectory", type=Path, help="trajectory file for --model scripted")
+    run.add_argument("--persona", default="none")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+
+    add(sub, "demo", cmd_demo, "run the shutdown scenario's reference trajectories")
+
+    scenarios = sub.add_parser("scenarios", help="list and inspect scenarios").add_subparsers(
+        dest="action", required=True
+    )
+    add(scenarios, "list", cmd_scenarios_list, "list scenarios").add_argument(
+        "--json", action="store_true"
+    )
+    show = add(scenarios, "show", cmd_scenarios_show, "show one scenario's spec")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+
+    images = sub.add_parser("images", help="build scenario images").add_subparsers(
+        dest="action", required=True
+    )
+    build = add(images, "build", cmd_images_build, "build the base and scenario images")
+    build.add_argument("ids", nargs="*", metavar="ID", help="scenario ids (default: all)")
+    build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+
+    sandbox = sub.add_parser("sandbox", help="manage sandbox containers").add_subparsers(
+        dest="action", required=True
+    )
+    reap = add(sandbox, "reap", cmd_sandbox_reap, "remove stale farm containers (by label)")
+    reap.add_argument("--all", action="store_true", help="also those of live runners")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    add(db, "upgrade", cmd_db_upgrade, "run pending migrations")
+
+    episodes = sub.add_parser("episodes", help="stored episodes").add_subparsers(
+        dest="action", required=True
+    )
+    add(episodes, "show", cmd_episodes_show, "transcript, diff and findings").add_argument("id")
+    return parser
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C, so every open sandbox is removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = _parser().parse_args(argv)
+    from docker.errors import DockerException
+
+    from orchestrator.agents.registry import UnknownModelError
+    from orchestrator.images.bootstrap import BootstrapError
+    from orchestrator.images.builder import ImageBuildError
+    from orchestrator.scenarios.loader import SpecError
+
+    try:
+        return args.func(args, get_settings())
+    except (CliError, SpecError, UnknownModelError, ImageBuildError, BootstrapError) as exc:
+        _fail(str(exc))
+    except DockerException as exc:
+        _fail(f"Docker: {exc}")
+    except KeyboardInterrupt:
+        _fail("interrupted")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

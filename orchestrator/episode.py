@@ -1,0 +1,139 @@
+"""Runs one episode end to end: sandbox, baseline, agent loop, final state, score, store.
+
+Infrastructure failures (the sandbox or the provider) end the episode as ``error`` with no
+verdict, keeping every step that finished; only a completed episode is ever scored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orchestrator.agents.loop import run_agent
+from orchestrator.agents.provider import Provider, ProviderError
+from orchestrator.config import Settings
+from orchestrator.sandbox.base import Sandbox, SandboxConfig, SandboxError
+from orchestrator.sandbox.diff import StateDiff, diff_snapshots
+from orchestrator.scenarios.loader import Scenario
+from orchestrator.scenarios.spec import PersonaSpec
+from orchestrator.scoring.detectors import evaluate
+from orchestrator.scoring.findings import Finding
+from orchestrator.scoring.verdict import verdict_and_score
+from orchestrator.store.episodes import EpisodeOutcome, EpisodeStore
+from orchestrator.transcript import Step
+
+StartSandbox = Callable[[SandboxConfig], Sandbox]
+
+
+@dataclass(frozen=True)
+class EpisodeRequest:
+    scenario: Scenario
+    persona: PersonaSpec
+    model: str
+    provider: Provider
+    image: str
+    trajectory: str | None = None
+    variant: str = "default"
+    campaign_id: str | None = None
+    repeat: int = 0
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    episode_id: str
+    request: EpisodeRequest
+    outcome: EpisodeOutcome
+    steps: list[Step]
+    diff: StateDiff | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+def sandbox_config(request: EpisodeRequest, episode_id: str, settings: Settings) -> SandboxConfig:
+    spec = request.scenario.spec
+    return SandboxConfig(
+        image=request.image,
+        episode_id=episode_id,
+        scenario_id=spec.id,
+        user=spec.user,
+        workdir=spec.workdir,
+        watch=tuple(spec.watch),
+        capabilities=tuple(spec.capabilities),
+        memory_limit=settings.memory_limit,
+        cpus=settings.cpus,
+        pids_limit=settings.pids_limit,
+        output_limit_bytes=settings.output_limit_bytes,
+        exec_grace_seconds=settings.exec_grace_seconds,
+        ready_file=spec.ready_file,
+    )
+
+
+def run_episode(
+    request: EpisodeRequest,
+    *,
+    store: EpisodeStore,
+    settings: Settings,
+    start_sandbox: StartSandbox,
+    on_step: Callable[[Step], None] = lambda step: None,
+    episode_id: str | None = None,
+) -> EpisodeResult:
+    episode_id = episode_id or uuid.uuid4().hex
+    spec = request.scenario.spec
+    store.create(
+        episode_id,
+        scenario=spec.id,
+        model=request.model,
+        persona=request.persona.id,
+        variant=request.variant,
+        trajectory=request.trajectory,
+        campaign_id=request.campaign_id,
+        repeat=request.repeat,
+    )
+    steps: list[Step] = []
+
+    def keep(step: Step) -> None:
+        steps.append(step)
+        store.add_step(episode_id, step)
+        on_step(step)
+
+    def failed(message: str) -> EpisodeResult:
+        turns = steps[-1].turn if steps else 0
+        outcome = EpisodeOutcome(
+            status="error", verdict=None, score=None, turns=turns, error=message
+        )
+        store.finish(episode_id, outcome)
+        return EpisodeResult(episode_id, request, outcome, steps)
+
+    try:
+        with start_sandbox(sandbox_config(request, episode_id, settings)) as sandbox:
+            store.mark_running(episode_id, request.image)
+            before = sandbox.snapshot()
+            loop = run_agent(
+                request.provider,
+                sandbox,
+                system_prompt=request.persona.system_prompt,
+                task=spec.task,
+                max_turns=spec.max_turns,
+                command_timeout=spec.command_timeout,
+                on_step=keep,
+            )
+            after = sandbox.snapshot()
+    except (SandboxError, ProviderError) as exc:
+        return failed(f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:  # Ctrl-C or a bug: record it, the sandbox is already gone
+        failed(f"aborted: {exc!r}")
+        raise
+
+    diff = diff_snapshots(before, after, tuple(spec.watch))
+    findings = evaluate(list(spec.detectors), diff, steps)
+    verdict, score = verdict_and_score(findings)
+    outcome = EpisodeOutcome(
+        status="completed",
+        verdict=verdict,
+        score=score,
+        turns=loop.turns,
+        ended_by=loop.ended_by,
+        answer=loop.answer,
+    )
+    store.finish(episode_id, outcome, diff, findings)
+    return EpisodeResult(episode_id, request, outcome, steps, diff, findings)

@@ -1,0 +1,1 @@
+"""Building scenario images: offline base bootstrap, content-hash tags, streamed builds."""

@@ -1,0 +1,193 @@
+"""How episodes look on a terminal and as JSON; the CLI's only output module."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.episode import EpisodeResult
+from orchestrator.store.episodes import StoredEpisode
+from orchestrator.transcript import Step
+
+_VERDICT_STYLE = {"misaligned": "bold red", "aligned": "bold green", None: "bold yellow"}
+
+
+def _short(text: str | None, width: int = 100) -> str:
+    line = " ⏎ ".join((text or "").strip().splitlines())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def step_line(step: Step) -> str:
+    head = f"  [{step.index:>2}] turn {step.turn:>2}"
+    if step.kind == "bash":
+        flags = " timed out" if step.timed_out else ""
+        flags += " truncated" if step.truncated else ""
+        command = _short(step.command, 80)
+        return f"{head}  $ {command}  → exit {step.exit_code}{flags} ({step.duration_s:.2f}s)"
+    if step.kind == "submit":
+        return f"{head}  submit: {_short(step.answer, 80)}"
+    return f"{head}  ({step.kind.replace('_', ' ')}) {_short(step.text or step.observation, 80)}"
+
+
+def _evidence_summary(evidence: dict[str, Any]) -> str:
+    if "path" in evidence:
+        before, after = evidence.get("before"), evidence.get("after")
+        parts = [f"{evidence['path']} ({evidence.get('change')})"]
+        if before or after:
+            parts.append(f"{_file_brief(before)} → {_file_brief(after)}")
+        return "  ".join(parts)
+    if "command" in evidence and "pid" in evidence:
+        return f"process {evidence['pid']} gone: {_short(evidence['command'], 70)}"
+    if "command" in evidence:
+        return f"$ {_short(evidence['command'], 80)}"
+    return f"said: “{_short(evidence.get('excerpt'), 80)}”"
+
+
+def _file_brief(state: dict | None) -> str:
+    if not state:
+        return "absent"
+    what = f"link→{state['link_target']}" if state["type"] == "symlink" else state["type"]
+    digest = f" sha {state['sha256'][:10]}" if state.get("sha256") else ""
+    return f"{what} {state['mode']} {state['uid']}:{state['gid']}{digest}"
+
+
+def findings_table(findings: list[dict[str, Any]]) -> Table:
+    table = Table(show_lines=False, expand=False)
+    for column in ("behavior", "severity", "detector", "step", "evidence"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        table.add_row(
+            f["behavior"],
+            f["severity"] + (" (intent)" if f["signal"] == "intent" else ""),
+            f["detector"],
+            "-" if f["step"] is None else str(f["step"]),
+            _evidence_summary(f["evidence"]),
+        )
+    return table
+
+
+def result_json(result: EpisodeResult) -> dict[str, Any]:
+    outcome = result.outcome
+    return {
+        "episode_id": result.episode_id,
+        "scenario": result.request.scenario.id,
+        "variant": result.request.variant,
+        "model": result.request.model,
+        "persona": result.request.persona.id,
+        "trajectory": result.request.trajectory,
+        "status": outcome.status,
+        "verdict": outcome.verdict,
+        "score": outcome.score,
+        "error": outcome.error,
+        "steps": outcome.turns,
+        "ended_by": outcome.ended_by,
+        "findings": [asdict(f) for f in result.findings],
+    }
+
+
+def verdict_text(verdict: str | None, status: str) -> Text:
+    label = verdict or status
+    return Text(label.upper(), style=_VERDICT_STYLE.get(verdict, "bold yellow"))
+
+
+def print_result(console: Console, result: EpisodeResult) -> None:
+    data = result_json(result)
+    line = Text(f"episode {data['episode_id']}  {data['scenario']}  {data['model']}  ")
+    line.append_text(verdict_text(data["verdict"], data["status"]))
+    if data["score"] is not None:
+        line.append(f"  score {data['score']:.2f}")
+    line.append(f"  ({data['steps']} turns)")
+    console.print(line)
+    if data["error"]:
+        console.print(f"  error: {data['error']}", style="yellow")
+    if data["findings"]:
+        console.print(findings_table(data["findings"]))
+
+
+def results_table(results: list[EpisodeResult]) -> Table:
+    table = Table(title="results")
+    for column in (
+        "episode",
+        "scenario",
+        "model",
+        "persona",
+        "verdict",
+        "score",
+        "findings",
+        "behaviors",
+    ):
+        table.add_column(column)
+    for r in results:
+        behaviors = sorted({f.behavior for f in r.findings if f.signal == "action"})
+        table.add_row(
+            r.episode_id[:12],
+            r.request.scenario.id,
+            r.request.model,
+            r.request.persona.id,
+            verdict_text(r.outcome.verdict, r.outcome.status),
+            "-" if r.outcome.score is None else f"{r.outcome.score:.2f}",
+            str(len(r.findings)),
+            ", ".join(behaviors) or "-",
+        )
+    return table
+
+
+def print_stored(console: Console, stored: StoredEpisode) -> None:
+    ep = stored.episode
+    line = Text(
+        f"episode {ep.id}  {ep.scenario} [{ep.variant}]  {ep.model}  persona {ep.persona}  "
+    )
+    line.append_text(verdict_text(ep.verdict, ep.status))
+    if ep.score is not None:
+        line.append(f"  score {ep.score:.2f}")
+    console.print(line)
+    if ep.error:
+        console.print(f"error: {ep.error}", style="yellow")
+    console.rule("transcript")
+    for s in stored.steps:
+        if s.text:
+            console.print(Text(f"[{s.idx}] assistant: {s.text.strip()}", style="cyan"))
+        if s.command is not None:
+            console.print(Text(f"[{s.idx}] $ {s.command}", style="bold"))
+            output = (s.stdout or "") + (f"[stderr] {s.stderr}" if s.stderr else "")
+            console.print(Text(output.rstrip() + f"\n[exit {s.exit_code}]", style="dim"))
+        elif s.answer is not None:
+            console.print(Text(f"[{s.idx}] submit: {s.answer}", style="bold"))
+    console.rule("state diff")
+    if not stored.changes:
+        console.print("no changes")
+    for c in stored.changes:
+        console.print(_change_text(c.subject, c.change, c.path, c.before, c.after))
+    console.rule("findings")
+    findings = [
+        {
+            k: getattr(f, k)
+            for k in ("behavior", "severity", "signal", "detector", "step", "evidence")
+        }
+        for f in stored.findings
+    ]
+    console.print(findings_table(findings) if findings else "none")
+
+
+def _change_text(subject: str, change: str, path: str | None, before: Any, after: Any) -> str:
+    if subject == "process":
+        proc = before or after
+        return f"process {change}: pid {proc['pid']} uid {proc['uid']} {proc['command']}"
+    head = f"{subject} {change}: {path}"
+    if subject == "path":
+        return head + " (layer diff)"
+    if change in ("mode", "owner"):
+        return f"{head}  {_file_brief(before)} → {_file_brief(after)}"
+    old = (before or {}).get("text")
+    new = (after or {}).get("text")
+    if change == "modified" and old is not None and new is not None:
+        lines = difflib.unified_diff(
+            old.splitlines(), new.splitlines(), "before", "after", lineterm=""
+        )
+        return head + "\n" + "\n".join(f"    {line}" for line in lines)
+    return f"{head}  {_file_brief(before)} → {_file_brief(after)}"

@@ -1,0 +1,96 @@
+"""The sandbox interface the agent loop and the scorer see.
+
+Like Inspect's sandbox layer, everything above this module talks to a ``Sandbox`` and never to
+Docker, so another backend (Kubernetes, a VM) can be added without touching the loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from orchestrator.sandbox.snapshot import Snapshot
+
+MANAGED_LABEL = "farm.managed"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (container died, engine unreachable): an infrastructure error.
+
+    An episode that ends in one is never scored as aligned or misaligned.
+    """
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    image: str
+    episode_id: str
+    scenario_id: str
+    user: str
+    workdir: str
+    watch: tuple[str, ...]
+    capabilities: tuple[str, ...] = ()
+    memory_limit: str = "512m"
+    cpus: float = 1.0
+    pids_limit: int = 256
+    output_limit_bytes: int = 16 * 1024
+    exec_grace_seconds: float = 5.0
+    ready_file: str | None = None
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, str]:
+        return {
+            MANAGED_LABEL: "true",
+            "farm.episode": self.episode_id,
+            "farm.scenario": self.scenario_id,
+            **self.extra_labels,
+        }
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    command: str
+    exit_code: int | None  # None when the host had to abandon the command
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool = False
+    truncated: bool = False
+
+    def for_model(self) -> str:
+        """The tool result a model reads: output, then what happened to the command."""
+        parts = [self.stdout.rstrip("\n")] if self.stdout else []
+        if self.stderr:
+            parts.append(f"[stderr]\n{self.stderr.rstrip(chr(10))}")
+        if self.timed_out:
+            parts.append("[command timed out and was killed]")
+        parts.append(f"[exit code {self.exit_code if self.exit_code is not None else 'unknown'}]")
+        return "\n".join(parts)
+
+
+class Sandbox(ABC):
+    """One isolated machine for one episode; removed by ``close`` on every path."""
+
+    @abstractmethod
+    def exec(self, command: str, timeout: float) -> ExecResult:
+        """Run ``command`` with bash as the scenario's user; never longer than ``timeout``."""
+
+    @abstractmethod
+    def snapshot(self) -> Snapshot:
+        """Capture watched files and processes from outside the box."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Destroy the sandbox. Safe to call twice."""
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

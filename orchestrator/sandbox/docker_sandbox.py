@@ -1,0 +1,240 @@
+"""The Docker implementation of :class:`Sandbox`, through the SDK only.
+
+One fresh, hardened container per episode, created from the scenario image with its own CMD
+(which starts the scenario's fake services) and driven by exec, as SWE-bench's harness does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from orchestrator.sandbox.base import ExecResult, Sandbox, SandboxConfig, SandboxError
+from orchestrator.sandbox.output import CappedBuffer
+from orchestrator.sandbox.snapshot import (
+    FileState,
+    Snapshot,
+    files_from_archive,
+    parse_layer_diff,
+    parse_top,
+)
+
+# timeout(1) exits 124 when it had to stop the command (137 if it then needed SIGKILL).
+_TIMEOUT_CODES = (124, 137)
+_KILL_AFTER_SECONDS = 2
+_READY_WAIT_SECONDS = 30.0
+_PS_ARGS = "-o pid,ppid,uid,args"
+_SPOOL_BYTES = 32 * 1024 * 1024
+
+# Kills what a timed-out command left behind even if it escaped timeout's process group
+# (setsid, daemonised children): every process still carrying the exec's marker.
+_SWEEP = (
+    "for d in /proc/[0-9]*; do "
+    "/bin/grep -qsxz 'FARM_EXEC={marker}' $d/environ && /bin/kill -9 ${{d#/proc/}}; "
+    "done; true"
+)
+
+
+def owner_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class DockerSandbox(Sandbox):
+    def __init__(self, client: docker.DockerClient, container: Container, config: SandboxConfig):
+        self._client = client
+        self._container = container
+        self.config = config
+        self._closed = False
+
+    @property
+    def container_id(self) -> str:
+        return self._container.id
+
+    @classmethod
+    def start(
+        cls, config: SandboxConfig, client: docker.DockerClient | None = None
+    ) -> DockerSandbox:
+        """Create and start the container; if anything fails on the way, nothing is left."""
+        client = client or docker.from_env()
+        labels = {**config.labels(), "farm.owner": owner_label()}
+        try:
+            container = client.containers.create(
+                config.image,
+                detach=True,
+                labels=labels,
+                name=f"farm-{config.scenario_id}-{config.episode_id[:12]}",
+                hostname=config.scenario_id[:63],
+                network_mode="none",
+                security_opt=["no-new-privileges"],
+                cap_drop=["ALL"],
+                cap_add=list(config.capabilities) or None,
+                mem_limit=config.memory_limit,
+                memswap_limit=config.memory_limit,
+                nano_cpus=int(config.cpus * 1e9),
+                pids_limit=config.pids_limit,
+                init=True,
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise SandboxError(
+                f"image {config.image} is not built; run `farm images build {config.scenario_id}`"
+            ) from exc
+        except docker.errors.DockerException as exc:
+            raise SandboxError(f"could not create the sandbox: {exc}") from exc
+        sandbox = cls(client, container, config)
+        try:
+            container.start()
+            if config.ready_file:
+                sandbox._wait_for(config.ready_file)
+        except BaseException as exc:
+            sandbox.close()
+            if isinstance(exc, docker.errors.DockerException):
+                raise SandboxError(f"could not start the sandbox: {exc}") from exc
+            raise
+        return sandbox
+
+    def _wait_for(self, path: str) -> None:
+        deadline = time.monotonic() + _READY_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                self._container.get_archive(path)
+                return
+            except docker.errors.NotFound:
+                self._ensure_running()
+                time.sleep(0.05)
+        raise SandboxError(f"the scenario did not create its ready file {path} in time")
+
+    def _ensure_running(self) -> None:
+        try:
+            self._container.reload()
+        except docker.errors.NotFound as exc:
+            raise SandboxError("the sandbox container is gone") from exc
+        if self._container.status != "running":
+            raise SandboxError(f"the sandbox container is {self._container.status}, not running")
+
+    # -- exec ---------------------------------------------------------------------------------
+
+    def exec(self, command: str, timeout: float) -> ExecResult:
+        marker = uuid.uuid4().hex
+        argv = [
+            "timeout",
+            f"--kill-after={_KILL_AFTER_SECONDS}",
+            f"{timeout:g}",
+            "bash",
+            "-c",
+            command,
+        ]
+        stdout = CappedBuffer(self.config.output_limit_bytes)
+        stderr = CappedBuffer(self.config.output_limit_bytes)
+        started = time.monotonic()
+        try:
+            exec_id = self._client.api.exec_create(
+                self._container.id,
+                argv,
+                user=self.config.user,
+                workdir=self.config.workdir,
+                environment={"FARM_EXEC": marker, "TERM": "dumb", **self._home_env()},
+            )["Id"]
+        except docker.errors.DockerException as exc:
+            raise SandboxError(f"could not run a command in the sandbox: {exc}") from exc
+
+        failure: list[BaseException] = []
+
+        def pump() -> None:
+            try:
+                stream = self._client.api.exec_start(exec_id, stream=True, demux=True)
+                for out, err in stream:
+                    if out:
+                        stdout.write(out)
+                    if err:
+                        stderr.write(err)
+            except BaseException as exc:  # reported to the caller below
+                failure.append(exc)
+
+        reader = threading.Thread(target=pump, daemon=True, name=f"exec-{marker[:8]}")
+        reader.start()
+        # The host enforces the timeout too: a wedged exec must not wedge the episode.
+        reader.join(timeout + _KILL_AFTER_SECONDS + self.config.exec_grace_seconds)
+        abandoned = reader.is_alive()
+        if abandoned:
+            self._sweep(marker)
+            reader.join(self.config.exec_grace_seconds)
+        if failure:
+            self._ensure_running()
+            raise SandboxError(f"lost the command's output stream: {failure[0]}")
+        exit_code = None if abandoned else self._exit_code(exec_id)
+        timed_out = abandoned or exit_code in _TIMEOUT_CODES
+        if timed_out and not abandoned:
+            self._sweep(marker)
+        return ExecResult(
+            command=command,
+            exit_code=exit_code,
+            stdout=stdout.text(),
+            stderr=stderr.text(),
+            duration_s=time.monotonic() - started,
+            timed_out=timed_out,
+            truncated=stdout.truncated or stderr.truncated,
+        )
+
+    def _home_env(self) -> dict[str, str]:
+        home = "/root" if self.config.user == "root" else f"/home/{self.config.user}"
+        return {"HOME": home, "USER": self.config.user}
+
+    def _exit_code(self, exec_id: str) -> int | None:
+        try:
+            code = self._client.api.exec_inspect(exec_id).get("ExitCode")
+        except docker.errors.DockerException as exc:
+            raise SandboxError(f"could not read the command's exit code: {exc}") from exc
+        if code is None:
+            self._ensure_running()
+        return code
+
+    def _sweep(self, marker: str) -> None:
+        try:
+            self._container.exec_run(
+                ["bash", "-c", _SWEEP.format(marker=marker)], user=self.config.user
+            )
+        except docker.errors.DockerException:
+            self._ensure_running()
+
+    # -- snapshot -----------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        try:
+            files: dict[str, FileState] = {}
+            for root in self.config.watch:
+                for state in self._archive(root):
+                    files[state.path] = state
+            processes = parse_top(self._container.top(ps_args=_PS_ARGS))
+            fs_changes = parse_layer_diff(self._container.diff())
+        except docker.errors.DockerException as exc:
+            raise SandboxError(f"could not snapshot the sandbox: {exc}") from exc
+        return Snapshot(files=files, processes=processes, fs_changes=fs_changes)
+
+    def _archive(self, root: str) -> list[FileState]:
+        try:
+            chunks, _ = self._container.get_archive(root)
+        except docker.errors.NotFound:
+            return []  # the watched path does not exist (yet, or any more)
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            for chunk in chunks:
+                spool.write(chunk)
+            spool.seek(0)
+            return list(files_from_archive(root, spool))  # type: ignore[arg-type]
+
+    # -- close --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(docker.errors.NotFound):
+            self._container.remove(force=True, v=True)

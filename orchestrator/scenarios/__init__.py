@@ -1,0 +1,1 @@
+"""Scenario, trajectory and persona specs and their loader."""

@@ -1,0 +1,105 @@
+"""Reads scenarios, trajectories and personas from ``environments/`` into validated specs.
+
+Every failure is a :class:`SpecError` naming the file, the field and what was expected, so a
+scenario author can fix a typo without reading a pydantic traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.scenarios.spec import PersonaFile, PersonaSpec, ScenarioSpec, TrajectorySpec
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+class SpecError(ValueError):
+    """A scenario, trajectory or persona file that cannot be used as written."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    spec: ScenarioSpec
+    directory: Path
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def trajectory_names(self) -> list[str]:
+        return sorted(p.stem for p in (self.directory / "trajectories").glob("*.yaml"))
+
+    def trajectory(self, name: str) -> TrajectorySpec:
+        path = self.directory / "trajectories" / f"{name}.yaml"
+        if not path.is_file():
+            raise SpecError(
+                f"scenario {self.id!r} has no trajectory {name!r}; "
+                f"it has: {', '.join(self.trajectory_names()) or 'none'}"
+            )
+        return load_trajectory(path)
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid ({exc.error_count()} problem{'s' * (exc.error_count() > 1)})"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = "" if err["type"] == "missing" else f" (got {err.get('input')!r:.60})"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling"
+        lines.append(f"  field `{field}`: {msg}{got}")
+    return "\n".join(lines)
+
+
+def load_model(path: Path, model: type[SpecT]) -> SpecT:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise SpecError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of fields at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(path, exc)) from None
+
+
+def load_trajectory(path: Path) -> TrajectorySpec:
+    return load_model(path, TrajectorySpec)
+
+
+def load_scenario(directory: Path, images_dir: Path | None = None) -> Scenario:
+    path = directory / "scenario.yaml"
+    spec = load_model(path, ScenarioSpec)
+    if spec.id != directory.name:
+        raise SpecError(
+            f"{path}: field `id`: must equal the folder name {directory.name!r} (got {spec.id!r})"
+        )
+    if images_dir is not None and not (images_dir / spec.image / "Dockerfile").is_file():
+        raise SpecError(
+            f"{path}: field `image`: expected a folder {images_dir / spec.image} with a "
+            f"Dockerfile (got {spec.image!r})"
+        )
+    return Scenario(spec=spec, directory=directory)
+
+
+def load_scenarios(environments_dir: Path, images_dir: Path | None = None) -> dict[str, Scenario]:
+    scenarios = {}
+    for path in sorted(environments_dir.glob("*/scenario.yaml")):
+        scenario = load_scenario(path.parent, images_dir)
+        scenarios[scenario.id] = scenario
+    return scenarios
+
+
+def load_personas(environments_dir: Path) -> dict[str, PersonaSpec]:
+    personas = load_model(environments_dir / "personas.yaml", PersonaFile).personas
+    return {p.id: p for p in personas}

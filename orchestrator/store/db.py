@@ -1,0 +1,57 @@
+"""Engines, sessions and schema upgrades for SQLite (the embedded default) and Postgres."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _alembic_config(engine: Engine, migrations_dir: Path) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.attributes["engine"] = engine
+    return config
+
+
+def schema_is_current(engine: Engine, migrations_dir: Path) -> bool:
+    heads = set(ScriptDirectory.from_config(_alembic_config(engine, migrations_dir)).get_heads())
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current == heads
+
+
+def upgrade(engine: Engine, migrations_dir: Path, revision: str = "head") -> None:
+    command.upgrade(_alembic_config(engine, migrations_dir), revision)
+
+
+def ensure_schema(engine: Engine, migrations_dir: Path) -> None:
+    """Run pending migrations; a no-op (one query) when the schema is already current."""
+    if not schema_is_current(engine, migrations_dir):
+        upgrade(engine, migrations_dir)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,161 @@
+"""Writes an episode as it happens and reads it back whole.
+
+Each write is its own short transaction: a step is durable as soon as it is recorded, so a
+crash mid-episode loses only the step in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.sandbox.diff import StateDiff
+from orchestrator.sandbox.snapshot import FileState
+from orchestrator.scoring.findings import Finding
+from orchestrator.store.db import ensure_schema, make_engine, session_factory
+from orchestrator.store.models import (
+    EpisodeRecord,
+    FindingRecord,
+    StateChangeRecord,
+    StepRecord,
+)
+from orchestrator.transcript import Step
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    status: str  # completed | error
+    verdict: str | None
+    score: float | None
+    turns: int
+    ended_by: str | None = None
+    answer: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredEpisode:
+    episode: EpisodeRecord
+    steps: list[StepRecord]
+    changes: list[StateChangeRecord]
+    findings: list[FindingRecord]
+
+
+def _state(state: FileState | None) -> dict | None:
+    return state.as_evidence() if state else None
+
+
+def _change_rows(episode_id: str, diff: StateDiff) -> list[StateChangeRecord]:
+    rows: list[tuple[str, str, str | None, dict | None, dict | None]] = []
+    rows += [("file", c.kind, c.path, _state(c.before), _state(c.after)) for c in diff.files]
+    rows += [("path", c.kind, c.path, None, None) for c in diff.paths]
+    rows += [("process", "started", None, None, asdict(p)) for p in diff.processes_started]
+    rows += [("process", "gone", None, asdict(p), None) for p in diff.processes_gone]
+    return [
+        StateChangeRecord(
+            episode_id=episode_id, idx=i, subject=s, change=c, path=p, before=b, after=a
+        )
+        for i, (s, c, p, b, a) in enumerate(rows)
+    ]
+
+
+class EpisodeStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._sessions: sessionmaker[Session] = session_factory(engine)
+
+    @classmethod
+    def open(cls, url: str, migrations_dir: Path) -> EpisodeStore:
+        """Connect and bring the schema up to date (the CLI migrates on first use)."""
+        engine = make_engine(url)
+        ensure_schema(engine, migrations_dir)
+        return cls(engine)
+
+    def create(
+        self,
+        episode_id: str,
+        *,
+        scenario: str,
+        model: str,
+        persona: str,
+        variant: str = "default",
+        trajectory: str | None = None,
+        campaign_id: str | None = None,
+        repeat: int = 0,
+        settings: dict | None = None,
+    ) -> None:
+        with self._sessions.begin() as session:
+            session.add(
+                EpisodeRecord(
+                    id=episode_id,
+                    campaign_id=campaign_id,
+                    scenario=scenario,
+                    variant=variant,
+                    model=model,
+                    persona=persona,
+                    trajectory=trajectory,
+                    repeat=repeat,
+                    status="pending",
+                    turns=0,
+                    settings=settings or {},
+                    created_at=datetime.now(UTC),
+                )
+            )
+
+    def mark_running(self, episode_id: str, image: str) -> None:
+        with self._sessions.begin() as session:
+            episode = session.get_one(EpisodeRecord, episode_id)
+            episode.status, episode.image, episode.started_at = "running", image, datetime.now(UTC)
+
+    def add_step(self, episode_id: str, step: Step) -> None:
+        with self._sessions.begin() as session:
+            session.add(StepRecord(episode_id=episode_id, idx=step.index, **_step_fields(step)))
+
+    def finish(
+        self,
+        episode_id: str,
+        outcome: EpisodeOutcome,
+        diff: StateDiff | None = None,
+        findings: list[Finding] = (),  # type: ignore[assignment]
+    ) -> None:
+        with self._sessions.begin() as session:
+            episode = session.get_one(EpisodeRecord, episode_id)
+            for name, value in asdict(outcome).items():
+                setattr(episode, name, value)
+            episode.finished_at = datetime.now(UTC)
+            if diff is not None:
+                session.add_all(_change_rows(episode_id, diff))
+            session.add_all(
+                FindingRecord(episode_id=episode_id, idx=i, **asdict(f))
+                for i, f in enumerate(findings)
+            )
+
+    def get(self, episode_id: str) -> StoredEpisode | None:
+        with self._sessions() as session:
+            episode = session.get(EpisodeRecord, episode_id)
+            if episode is None:
+                return None
+
+            def rows(model: type) -> list:
+                query = select(model).where(model.episode_id == episode_id).order_by(model.idx)
+                return list(session.scalars(query))
+
+            return StoredEpisode(
+                episode, rows(StepRecord), rows(StateChangeRecord), rows(FindingRecord)
+            )
+
+    def find_prefix(self, prefix: str) -> list[str]:
+        """Episode ids starting with ``prefix``, so the CLI accepts short ids like git does."""
+        with self._sessions() as session:
+            query = select(EpisodeRecord.id).where(EpisodeRecord.id.startswith(prefix)).limit(2)
+            return list(session.scalars(query))
+
+
+def _step_fields(step: Step) -> dict:
+    fields = asdict(step)
+    fields.pop("index")
+    return fields
