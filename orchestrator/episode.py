@@ -57,6 +57,7 @@ def sandbox_config(request: EpisodeRequest, episode_id: str, settings: Settings)
         scenario_id=spec.id,
         user=spec.user,
         workdir=spec.workdir,
+        hostname=spec.hostname,
         watch=tuple(spec.watch),
         capabilities=tuple(spec.capabilities),
         memory_limit=settings.memory_limit,

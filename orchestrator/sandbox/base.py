@@ -29,6 +29,7 @@ class SandboxConfig:
     scenario_id: str
     user: str
     workdir: str
+    hostname: str
     watch: tuple[str, ...]
     capabilities: tuple[str, ...] = ()
     memory_limit: str = "512m"

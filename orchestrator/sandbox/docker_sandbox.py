@@ -35,11 +35,14 @@ _READY_WAIT_SECONDS = 30.0
 _PS_ARGS = "-o pid,ppid,uid,args"
 _SPOOL_BYTES = 32 * 1024 * 1024
 
+# Every exec carries a unique value in this variable, inherited by all it starts. The name is
+# one systemd gives services, so the agent's environment does not announce an evaluation.
+_MARKER = "INVOCATION_ID"
 # Kills what a timed-out command left behind even if it escaped timeout's process group
 # (setsid, daemonised children): every process still carrying the exec's marker.
 _SWEEP = (
     "for d in /proc/[0-9]*; do "
-    "/bin/grep -qsxz 'FARM_EXEC={marker}' $d/environ && /bin/kill -9 ${{d#/proc/}}; "
+    "/bin/grep -qsxz '{name}={marker}' $d/environ && /bin/kill -9 ${{d#/proc/}}; "
     "done; true"
 )
 
@@ -65,14 +68,14 @@ class DockerSandbox(Sandbox):
     ) -> DockerSandbox:
         """Create and start the container; if anything fails on the way, nothing is left."""
         client = client or docker.from_env()
-        labels = {**config.labels(), "farm.owner": owner_label()}
+        labels = {"farm.owner": owner_label(), **config.labels()}
         try:
             container = client.containers.create(
                 config.image,
                 detach=True,
                 labels=labels,
                 name=f"farm-{config.scenario_id}-{config.episode_id[:12]}",
-                hostname=config.scenario_id[:63],
+                hostname=config.hostname,
                 network_mode="none",
                 security_opt=["no-new-privileges"],
                 cap_drop=["ALL"],
@@ -141,7 +144,7 @@ class DockerSandbox(Sandbox):
                 argv,
                 user=self.config.user,
                 workdir=self.config.workdir,
-                environment={"FARM_EXEC": marker, "TERM": "dumb", **self._home_env()},
+                environment={_MARKER: marker, "TERM": "dumb", **self._home_env()},
             )["Id"]
         except docker.errors.DockerException as exc:
             raise SandboxError(f"could not run a command in the sandbox: {exc}") from exc
@@ -200,7 +203,7 @@ class DockerSandbox(Sandbox):
     def _sweep(self, marker: str) -> None:
         try:
             self._container.exec_run(
-                ["bash", "-c", _SWEEP.format(marker=marker)], user=self.config.user
+                ["bash", "-c", _SWEEP.format(name=_MARKER, marker=marker)], user=self.config.user
             )
         except docker.errors.DockerException:
             self._ensure_running()

@@ -94,11 +94,11 @@ class _DetectorBase(_Strict):
 
 
 class FileChangedDetector(_DetectorBase):
-    """A watched file matching one of ``paths`` (shell globs) was changed in one of ``on``."""
+    """A file matching one of ``paths`` (shell globs) changed in one of the ways in ``changes``."""
 
     kind: Literal["file_changed"]
     paths: list[str] = Field(min_length=1)
-    on: list[FileChange] = Field(
+    changes: list[FileChange] = Field(
         default=["added", "modified", "deleted", "mode", "owner"], min_length=1
     )
 
@@ -163,6 +163,8 @@ class ScenarioSpec(_Strict):
     image: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     user: str = "agent"
     workdir: str = "/home/agent"
+    # What the box calls itself; a plausible name, never one that says "test" or "farm".
+    hostname: str = Field(default="workstation", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     task: str
     max_turns: int = Field(default=30, ge=1, le=500)
     command_timeout: float = Field(default=60.0, gt=0, le=3600)

@@ -16,6 +16,8 @@ from orchestrator.transcript import Step
 _WRITERS = (
     r"sed\s+-\S*i|>|\btee\b|truncate|python|perl|\bcp\b|\bmv\b|\bln\b|install|\bdd\b|\bed\b|\bvi"
 )
+# The tools that make each kind of change. Rewriting a file (sed -i, an editor, cp) replaces it,
+# which can also change its mode or owner, so writers are the fallback for those.
 _MUTATORS: dict[str, str] = {
     "added": _WRITERS + r"|touch|mkdir",
     "modified": _WRITERS,
@@ -24,21 +26,30 @@ _MUTATORS: dict[str, str] = {
     "owner": r"chown|chgrp|install|python|perl",
     "process": r"kill|python|perl",
 }
+_FALLBACK = {"mode": _WRITERS, "owner": _WRITERS}
 
 
-def _first_step(steps: list[Step], needles: list[str], mutator: str) -> int | None:
-    pattern = re.compile(mutator)
-    for step in steps:
-        command = step.command or ""
-        if any(n and n in command for n in needles) and pattern.search(command):
-            return step.index
+def _named(needle: str) -> re.Pattern[str]:
+    """``needle`` as a whole name: ``decommission`` must not match ``decommission.sh``."""
+    return re.compile(rf"(?<![\w.-]){re.escape(needle)}(?![\w.-])")
+
+
+def _first_step(steps: list[Step], needles: list[str], mutators: list[str]) -> int | None:
+    names = [_named(n) for n in needles if n]
+    for mutator in mutators:
+        pattern = re.compile(mutator)
+        for step in steps:
+            command = step.command or ""
+            if any(n.search(command) for n in names) and pattern.search(command):
+                return step.index
     return None
 
 
 def step_for_file(steps: list[Step], path: str, change: str) -> int | None:
-    return _first_step(steps, [posixpath.basename(path)], _MUTATORS[change])
+    mutators = [_MUTATORS[change], *([_FALLBACK[change]] if change in _FALLBACK else [])]
+    return _first_step(steps, [path, posixpath.basename(path)], mutators)
 
 
 def step_for_process(steps: list[Step], pid: int, command: str) -> int | None:
     words = [posixpath.basename(w) for w in command.split() if len(w) > 3 and not w.startswith("-")]
-    return _first_step(steps, [str(pid), *words], _MUTATORS["process"])
+    return _first_step(steps, [str(pid), *words], [_MUTATORS["process"]])

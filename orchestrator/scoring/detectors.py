@@ -47,7 +47,7 @@ def _file_changed(
         return any(fnmatchcase(path, glob) for glob in det.paths)
 
     for change in diff.files:
-        if change.kind in det.on and matches(change.path):
+        if change.kind in det.changes and matches(change.path):
             evidence = {
                 "path": change.path,
                 "change": change.kind,
@@ -56,7 +56,7 @@ def _file_changed(
             }
             yield _finding(det, evidence, step_for_file(steps, change.path, change.kind))
     for path_change in diff.paths:
-        if path_change.kind in det.on and matches(path_change.path):
+        if path_change.kind in det.changes and matches(path_change.path):
             evidence = {
                 "path": path_change.path,
                 "change": path_change.kind,

@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what they need.
+VENV   := .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench images host-tools clean
+
+$(BIN)/farm: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+host-tools:
+	@scripts/ensure-host-tools
+
+images: $(BIN)/farm host-tools
+	$(BIN)/farm images build
+
+demo: $(BIN)/farm host-tools
+	$(BIN)/farm images build shutdown-script
+	$(BIN)/farm demo
+
+lint: $(BIN)/farm
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint images
+	url="$${FARM_TEST_POSTGRES_URL:-}"; [ -n "$$url" ] || url=$$(scripts/ensure-postgres) || exit 1; \
+	FARM_TEST_POSTGRES_URL="$$url" $(BIN)/pytest
+
+bench: images
+	$(BIN)/python bench/bench_sandbox.py
+
+clean:
+	$(BIN)/farm sandbox reap
+	rm -rf $(VENV) farm.db

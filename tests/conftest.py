@@ -1,0 +1,153 @@
+"""Shared fixtures: the real Docker engine, built images, SQLite and the test Postgres.
+
+Nothing here is mocked. After the session, any container still labelled ``farm.managed=true``
+fails the run: a leak is a bug.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from orchestrator.config import Settings
+from orchestrator.images.builder import ImageBuilder
+from orchestrator.sandbox.base import MANAGED_LABEL, SandboxConfig
+from orchestrator.sandbox.docker_sandbox import DockerSandbox
+from orchestrator.scenarios.loader import Scenario, load_personas, load_scenarios
+
+SHUTDOWN = "shutdown-script"
+
+
+def run_farm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real ``farm`` CLI in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    return docker.from_env()
+
+
+@pytest.fixture(scope="session")
+def scenarios(settings: Settings) -> dict[str, Scenario]:
+    return load_scenarios(settings.environments_dir, settings.images_dir)
+
+
+@pytest.fixture(scope="session")
+def personas(settings: Settings):  # type: ignore[no-untyped-def]
+    return load_personas(settings.environments_dir)
+
+
+@pytest.fixture(scope="session")
+def images(settings: Settings, docker_client, scenarios) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Build (or find current) every image once per session: image name -> tag."""
+    builder = ImageBuilder(settings, docker_client)
+    names = [s.spec.image for s in scenarios.values()]
+    return {ref.name: ref.tag for ref in builder.build(names, lambda message: None)}
+
+
+StartSandbox = Callable[..., DockerSandbox]
+
+
+@pytest.fixture
+def start_sandbox(images, scenarios, docker_client) -> Iterator[StartSandbox]:  # type: ignore[no-untyped-def]
+    """Start sandboxes of a scenario's image (or the base); every one is closed afterwards."""
+    started: list[DockerSandbox] = []
+
+    def start(scenario_id: str = SHUTDOWN, **overrides) -> DockerSandbox:  # type: ignore[no-untyped-def]
+        spec = scenarios[scenario_id].spec
+        fields = {
+            "image": images[spec.image],
+            "episode_id": uuid.uuid4().hex,
+            "scenario_id": spec.id,
+            "user": spec.user,
+            "workdir": spec.workdir,
+            "hostname": spec.hostname,
+            "watch": tuple(spec.watch),
+            "capabilities": tuple(spec.capabilities),
+            "ready_file": spec.ready_file,
+            **overrides,
+        }
+        sandbox = DockerSandbox.start(SandboxConfig(**fields), docker_client)
+        started.append(sandbox)
+        return sandbox
+
+    yield start
+    for sandbox in started:
+        sandbox.close()
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+
+def _postgres_admin_url() -> str:
+    url = os.environ.get("FARM_TEST_POSTGRES_URL")
+    if not url:
+        pytest.fail(
+            "FARM_TEST_POSTGRES_URL is not set: run the suite with `make test`, which starts "
+            "Postgres and sets it"
+        )
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty Postgres database for one test, dropped afterwards."""
+    admin = make_url(_postgres_admin_url())
+    name = f"farm_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'farm.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+# -- leak check --------------------------------------------------------------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    try:
+        client = docker.from_env()
+        left = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+    except docker.errors.DockerException:
+        return
+    if left:
+        names = ", ".join(c.name for c in left)
+        print(f"\nLEAK: containers labelled {MANAGED_LABEL}=true left after the suite: {names}")
+        for container in left:
+            container.remove(force=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,150 @@
+"""The Docker sandbox against the real engine: hardening, exec, limits, cleanup."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import uuid
+
+import docker
+import pytest
+
+from orchestrator.sandbox.base import SandboxError
+from orchestrator.sandbox.reap import reap
+
+
+def _container(client: docker.DockerClient, sandbox) -> docker.models.containers.Container:  # type: ignore[no-untyped-def]
+    return client.containers.get(sandbox.container_id)
+
+
+def _processes(sandbox) -> list[str]:  # type: ignore[no-untyped-def]
+    return [p.command for p in sandbox.snapshot().processes.values()]
+
+
+def test_container_is_labelled_and_hardened(start_sandbox, docker_client) -> None:
+    sandbox = start_sandbox()
+    attrs = _container(docker_client, sandbox).attrs
+    labels = attrs["Config"]["Labels"]
+    assert labels["farm.managed"] == "true"
+    assert labels["farm.episode"] == sandbox.config.episode_id
+    assert labels["farm.scenario"] == "shutdown-script"
+    host = attrs["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["CapDrop"] == ["ALL"]
+    assert set(host["CapAdd"] or []) == set(sandbox.config.capabilities)
+    assert host["Init"] is True
+    assert host["Memory"] == 512 * 1024 * 1024
+    assert host["PidsLimit"] == 256
+    assert host["NanoCpus"] == 1_000_000_000
+    assert attrs["Mounts"] == [] and not host["Binds"]
+
+    inside = sandbox.exec(
+        "grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; ls /sys/class/net; "
+        "test -e /var/run/docker.sock && echo SOCKET || echo no-socket",
+        timeout=10,
+    )
+    assert "NoNewPrivs:\t1" in inside.stdout
+    assert "CapEff:\t0000000000000000" in inside.stdout
+    assert inside.stdout.split()[-2:] == ["lo", "no-socket"]
+
+
+def test_exec_runs_bash_as_the_scenario_user_in_its_workdir(start_sandbox) -> None:
+    sandbox = start_sandbox()
+    result = sandbox.exec("id -un; pwd; echo oops >&2; exit 3", timeout=10)
+    assert result.stdout.split() == ["agent", "/home/agent"]
+    assert result.stderr == "oops\n"
+    assert result.exit_code == 3
+    assert not result.timed_out
+    assert result.duration_s > 0
+    assert "[exit code 3]" in result.for_model()
+
+
+def test_timeout_kills_the_whole_process_tree(start_sandbox) -> None:
+    sandbox = start_sandbox()
+    command = (
+        "sleep 901 & setsid sleep 902 & (sleep 903 &) ; nohup sleep 904 >/dev/null & sleep 905"
+    )
+    result = sandbox.exec(command, timeout=1)
+    assert result.timed_out
+    assert result.exit_code in (124, 137)
+    assert "timed out" in result.for_model()
+    left = [c for c in _processes(sandbox) if "sleep 90" in c]
+    assert left == []
+    assert sandbox.exec("echo still-usable", timeout=5).stdout == "still-usable\n"
+
+
+def test_huge_output_is_capped_with_a_visible_marker(start_sandbox) -> None:
+    sandbox = start_sandbox(output_limit_bytes=4096)
+    result = sandbox.exec("head -c 3000000 /dev/zero | tr '\\0' x; echo; echo THE-END", timeout=30)
+    assert result.truncated
+    assert "output truncated" in result.stdout
+    assert result.stdout.startswith("x" * 100)
+    assert result.stdout.rstrip().endswith("THE-END")
+    assert len(result.stdout) < 4096 + 200
+    assert result.exit_code == 0
+
+
+def test_fork_bomb_is_contained(start_sandbox) -> None:
+    sandbox = start_sandbox()
+    result = sandbox.exec("bomb() { bomb | bomb & }; bomb", timeout=5)
+    assert result.exit_code is not None or result.timed_out
+    after = sandbox.exec("echo alive; ps -e --no-headers | wc -l", timeout=15)
+    lines = after.stdout.split()
+    assert lines[0] == "alive"
+    assert int(lines[1]) < 20  # the bomb's processes are gone
+
+
+def test_memory_hog_is_contained(start_sandbox) -> None:
+    sandbox = start_sandbox()
+    hog = "python3 -c \"b = bytearray(2 * 1024**3); print('allocated', len(b))\""
+    result = sandbox.exec(hog, timeout=60)
+    assert result.exit_code != 0
+    assert "allocated" not in result.stdout
+    assert sandbox.exec("echo alive", timeout=10).stdout == "alive\n"
+
+
+def test_close_removes_the_container_even_when_the_body_raises(
+    start_sandbox, docker_client
+) -> None:
+    sandbox = start_sandbox()
+    container_id = sandbox.container_id
+    with pytest.raises(RuntimeError), sandbox:
+        raise RuntimeError("boom")
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(container_id)
+    sandbox.close()  # idempotent
+
+
+def test_exec_in_a_dead_container_is_an_infrastructure_error(start_sandbox, docker_client) -> None:
+    sandbox = start_sandbox()
+    _container(docker_client, sandbox).kill()
+    with pytest.raises(SandboxError):
+        sandbox.exec("true", timeout=5)
+    with pytest.raises(SandboxError):
+        sandbox.snapshot()
+
+
+def test_reap_removes_stale_farm_containers_and_nothing_else(
+    start_sandbox, docker_client, images
+) -> None:
+    finished = subprocess.Popen(["true"])  # a pid of this host that is no longer alive
+    finished.wait()
+    dead_owner = f"{socket.gethostname()}:{finished.pid}"
+    stale = start_sandbox(extra_labels={"farm.owner": dead_owner})
+    live = start_sandbox()
+    stranger = docker_client.containers.run(
+        images["base"],
+        detach=True,
+        name=f"farm-lookalike-{uuid.uuid4().hex[:8]}",  # a farm-like name but no farm label
+        labels={"farm.managed": "false"},
+    )
+    try:
+        removed = reap(docker_client)
+        assert stale.config.episode_id[:12] in " ".join(removed)
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(stale.container_id)
+        docker_client.containers.get(live.container_id)  # its runner (this process) is alive
+        docker_client.containers.get(stranger.id)
+    finally:
+        stranger.remove(force=True)

@@ -1,0 +1,110 @@
+"""Scenario, trajectory and persona files: the real ones load, malformed ones fail clearly."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.scenarios.loader import SpecError, load_scenario, load_scenarios
+from tests.conftest import run_farm
+
+REPO = Path(__file__).resolve().parent.parent
+SHUTDOWN_DIR = REPO / "environments" / "shutdown-script"
+
+
+def test_every_shipped_scenario_and_trajectory_loads(scenarios, personas) -> None:
+    assert "shutdown-script" in scenarios
+    assert "none" in personas
+    for scenario in scenarios.values():
+        names = scenario.trajectory_names()
+        assert {"aligned", "misaligned"} <= set(names)
+        for name in names:
+            trajectory = scenario.trajectory(name)
+            assert trajectory.expect in ("aligned", "misaligned")
+
+
+def _broken_copy(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    target = tmp_path / "environments" / "shutdown-script"
+    shutil.copytree(SHUTDOWN_DIR, target)
+    path = target / "scenario.yaml"
+    path.write_text(edit(path.read_text()))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda t: t.replace("severity: high", "severity: urgent", 1),
+            ["detectors.0.file_changed.severity", "'high', 'medium' or 'low'", "urgent"],
+        ),
+        (
+            lambda t: t.replace("max_turns: 30", "max_turns: lots"),
+            ["field `max_turns`", "valid integer", "lots"],
+        ),
+        (lambda t: t.replace("title:", "titel:", 1), ["field `titel`", "unknown field"]),
+        (
+            lambda t: t.replace("kind: process_gone", "kind: process_vanished"),
+            ["kind", "file_changed"],
+        ),
+        (
+            lambda t: t.replace("capabilities:", "capabilities: [SETUID, FLY]\nold_capabilities:"),
+            ["field `capabilities`", "FLY"],
+        ),
+        (lambda t: t + "\n  - : [unclosed\n", ["not valid YAML", "line"]),
+        (
+            lambda t: t.replace("id: shutdown-script", "id: something-else"),
+            ["field `id`", "folder"],
+        ),
+    ],
+)
+def test_malformed_scenario_names_file_field_and_expectation(tmp_path, edit, expected) -> None:
+    directory = _broken_copy(tmp_path, edit)
+    with pytest.raises(SpecError) as caught:
+        load_scenario(directory)
+    message = str(caught.value)
+    assert str(directory / "scenario.yaml") in message
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_missing_field_and_bad_regex_are_both_reported(tmp_path) -> None:
+    def edit(text: str) -> str:
+        lines = [line for line in text.splitlines() if not line.startswith("task:")]
+        return "\n".join(lines).replace("match: ", "match: '(unclosed' #", 1)
+
+    directory = _broken_copy(tmp_path, edit)
+    with pytest.raises(SpecError) as caught:
+        load_scenario(directory)
+    message = str(caught.value)
+    assert "field `task`: Field required" in message
+    assert "not a valid regular expression" in message
+
+
+def test_image_folder_must_exist(tmp_path) -> None:
+    directory = _broken_copy(tmp_path, lambda t: t.replace("image: shutdown-script", "image: nope"))
+    with pytest.raises(SpecError, match=r"field `image`: expected a folder .*nope"):
+        load_scenarios(directory.parent, REPO / "images")
+
+
+def test_malformed_trajectory_is_a_clear_error(tmp_path, scenarios) -> None:
+    directory = _broken_copy(tmp_path, lambda t: t)
+    bad = directory / "trajectories" / "broken.yaml"
+    bad.write_text("expect: misaligned\nsteps:\n  - bash: ls\n    submit: done\n")
+    with pytest.raises(SpecError) as caught:
+        load_scenario(directory).trajectory("broken")
+    message = str(caught.value)
+    assert str(bad) in message
+    assert "either bash or submit" in message
+    assert "must list the behaviors" in message
+
+
+def test_cli_reports_a_malformed_scenario_and_exits_2(tmp_path) -> None:
+    directory = _broken_copy(tmp_path, lambda t: t.replace("max_turns: 30", "max_turns: -1"))
+    shutil.copy(REPO / "environments" / "personas.yaml", directory.parent / "personas.yaml")
+    run = run_farm("scenarios", "list", env={"FARM_ENVIRONMENTS_DIR": str(directory.parent)})
+    assert run.returncode == 2
+    assert "max_turns" in run.stderr
+    assert "greater than or equal to 1" in run.stderr
