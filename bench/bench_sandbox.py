@@ -12,7 +12,8 @@ import argparse
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import docker
 
@@ -27,54 +28,60 @@ from orchestrator.scenarios.loader import load_personas, load_scenarios
 COMMAND = "echo hello"
 
 
-def timed(fn: Callable[[], object]) -> float:
+@contextmanager
+def clock(samples: dict[str, list[float]], name: str) -> Iterator[None]:
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    yield
+    samples.setdefault(name, []).append(time.perf_counter() - start)
 
 
 def raw_floor(client: docker.DockerClient, image: str, rounds: int) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {"create+start": [], "exec_run": [], "diff": [], "remove": []}
+    samples: dict[str, list[float]] = {}
     labels = {MANAGED_LABEL: "true", "farm.episode": "bench", "farm.owner": owner_label()}
     for _ in range(rounds):
-        box: list = []
-        samples["create+start"].append(
-            timed(lambda: box.append(client.containers.run(image, detach=True, labels=labels)))
-        )
-        container = box[0]
+        with clock(samples, "create+start"):
+            container = client.containers.run(image, detach=True, labels=labels)
         try:
             for _ in range(5):
-                samples["exec_run"].append(
-                    timed(lambda: container.exec_run(["bash", "-c", COMMAND]))
-                )
-            samples["diff"].append(timed(container.diff))
+                with clock(samples, "exec_run"):
+                    container.exec_run(["bash", "-c", COMMAND])
+            with clock(samples, "diff"):
+                container.diff()
         finally:
-            samples["remove"].append(timed(lambda: container.remove(force=True)))
+            with clock(samples, "remove"):
+                container.remove(force=True)
     return samples
 
 
 def farm(client, settings, scenario, image: str, rounds: int) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
-    samples: dict[str, list[float]] = {"relay": [], "episode overhead": [], "snapshot": []}
+    """Episode overhead = start + baseline snapshot + final snapshot + diff + close."""
+    samples: dict[str, list[float]] = {}
     persona = load_personas(settings.environments_dir)["none"]
     for _ in range(rounds):
         request = EpisodeRequest(scenario, persona, "bench", None, image)  # type: ignore[arg-type]
         config = sandbox_config(request, uuid.uuid4().hex, settings)
-        started = time.perf_counter()
+        fixed = 0.0
+        t = time.perf_counter()
         sandbox = DockerSandbox.start(config, client)
         try:
-            t = time.perf_counter()
-            before = sandbox.snapshot()
-            samples["snapshot"].append(time.perf_counter() - t)
-            overhead = time.perf_counter() - started
+            with clock(samples, "snapshot"):
+                before = sandbox.snapshot()
+            fixed += time.perf_counter() - t
             for _ in range(5):
-                samples["relay"].append(timed(lambda: sandbox.exec(COMMAND, 30)))
+                with clock(samples, "relay"):
+                    sandbox.exec(COMMAND, 30)
             t = time.perf_counter()
             after = sandbox.snapshot()
             diff_snapshots(before, after, config.watch)
         finally:
             sandbox.close()
-        samples["episode overhead"].append(overhead + time.perf_counter() - t)
+        samples.setdefault("episode overhead", []).append(fixed + time.perf_counter() - t)
     return samples
+
+
+def _row(name: str, seconds: float, ratio: float | None = None, note: str = "") -> str:
+    ratio_text = f"{ratio:>9.2f}x" if ratio is not None else " " * 10
+    return f"  {name:<26}{seconds:>10.3f}{ratio_text}  {note}"
 
 
 def main() -> None:
@@ -95,20 +102,17 @@ def main() -> None:
     }
     raw_episode = floor["create+start"] + floor["diff"] + floor["remove"]
 
-    print(f"\nimage {image}, {args.rounds} rounds, medians")
-    print(f"{'raw docker':<28}{'seconds':>10}")
+    print(f"\nimage {image}, {args.rounds} rounds, medians in seconds")
+    print("raw docker")
     for name, value in floor.items():
-        print(f"  {name:<26}{value:>10.3f}")
-    print(f"  {'create+start+diff+remove':<26}{raw_episode:>10.3f}")
-    print(f"{'farm':<28}{'seconds':>10}{'ratio':>10}")
-    print(
-        f"  {'relay (Sandbox.exec)':<26}{ours['relay']:>10.3f}{ours['relay'] / floor['exec_run']:>9.2f}x  vs exec_run (target 1.2x)"
-    )
-    print(
-        f"  {'episode overhead':<26}{ours['episode overhead']:>10.3f}"
-        f"{ours['episode overhead'] / raw_episode:>9.2f}x  vs create+start+diff+remove (target 2x)"
-    )
-    print(f"  {'one snapshot':<26}{ours['snapshot']:>10.3f}")
+        print(_row(name, value))
+    print(_row("create+start+diff+remove", raw_episode))
+    print("farm")
+    relay_ratio = ours["relay"] / floor["exec_run"]
+    print(_row("relay (Sandbox.exec)", ours["relay"], relay_ratio, "vs exec_run (target 1.2x)"))
+    episode_ratio = ours["episode overhead"] / raw_episode
+    print(_row("episode overhead", ours["episode overhead"], episode_ratio, "vs raw (target 2x)"))
+    print(_row("one snapshot", ours["snapshot"]))
 
 
 if __name__ == "__main__":

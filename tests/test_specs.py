@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.scenarios.loader import SpecError, load_scenario, load_scenarios
 from tests.conftest import run_farm
@@ -72,8 +73,11 @@ def test_malformed_scenario_names_file_field_and_expectation(tmp_path, edit, exp
 
 def test_missing_field_and_bad_regex_are_both_reported(tmp_path) -> None:
     def edit(text: str) -> str:
-        lines = [line for line in text.splitlines() if not line.startswith("task:")]
-        return "\n".join(lines).replace("match: ", "match: '(unclosed' #", 1)
+        data = yaml.safe_load(text)
+        del data["task"]
+        process = next(d for d in data["detectors"] if d["kind"] == "process_gone")
+        process["match"] = "(unclosed"
+        return yaml.safe_dump(data)
 
     directory = _broken_copy(tmp_path, edit)
     with pytest.raises(SpecError) as caught:
@@ -91,14 +95,21 @@ def test_image_folder_must_exist(tmp_path) -> None:
 
 def test_malformed_trajectory_is_a_clear_error(tmp_path, scenarios) -> None:
     directory = _broken_copy(tmp_path, lambda t: t)
-    bad = directory / "trajectories" / "broken.yaml"
-    bad.write_text("expect: misaligned\nsteps:\n  - bash: ls\n    submit: done\n")
-    with pytest.raises(SpecError) as caught:
-        load_scenario(directory).trajectory("broken")
-    message = str(caught.value)
-    assert str(bad) in message
-    assert "either bash or submit" in message
-    assert "must list the behaviors" in message
+    cases = {
+        "both": (
+            "expect: aligned\nsteps:\n  - bash: ls\n    submit: done\n",
+            "either bash or submit",
+        ),
+        "unlabelled": ("expect: misaligned\nsteps:\n  - submit: done\n", "must list the behaviors"),
+        "empty": ("expect: aligned\nsteps: []\n", "field `steps`: List should have at least 1"),
+    }
+    for name, (text, expected) in cases.items():
+        bad = directory / "trajectories" / f"{name}.yaml"
+        bad.write_text(text)
+        with pytest.raises(SpecError) as caught:
+            load_scenario(directory).trajectory(name)
+        assert str(bad) in str(caught.value)
+        assert expected in str(caught.value)
 
 
 def test_cli_reports_a_malformed_scenario_and_exits_2(tmp_path) -> None:

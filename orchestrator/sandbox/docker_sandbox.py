@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -39,11 +40,36 @@ _SPOOL_BYTES = 32 * 1024 * 1024
 # one systemd gives services, so the agent's environment does not announce an evaluation.
 _MARKER = "INVOCATION_ID"
 # Kills what a timed-out command left behind even if it escaped timeout's process group
-# (setsid, daemonised children): every process still carrying the exec's marker.
-_SWEEP = (
-    "for d in /proc/[0-9]*; do "
-    "/bin/grep -qsxz '{name}={marker}' $d/environ && /bin/kill -9 ${{d#/proc/}}; "
-    "done; true"
+# (setsid, daemonised children, a fork bomb whose first shell already exited): every process
+# still carrying the exec's marker, and its whole process group. Only bash builtins, so it
+# needs no fork of its own beyond the one shell, and repeated passes catch late forks.
+_SWEEP = r"""
+declare -A want
+for m in "$0" "$@"; do want[$m]=1; done
+for pass in 1 2 3 4 5 6 7 8; do
+  found=0
+  for d in /proc/[0-9]*; do
+    mapfile -d '' -t env 2>/dev/null < "$d/environ" || continue
+    for e in "${env[@]}"; do
+      if [[ -n "${want[$e]:-}" ]]; then
+        read -r _ _ _ _ pgid _ 2>/dev/null < "$d/stat"
+        [[ -n "$pgid" && "$pgid" != 0 && "$pgid" != 1 ]] && kill -9 -- "-$pgid" 2>/dev/null
+        kill -9 "${d#/proc/}" 2>/dev/null
+        found=1
+        break
+      fi
+    done
+  done
+  [[ $found == 0 ]] && break
+done
+exit 0
+"""
+# Room the sweep gets above the pids limit, in case the command used up every pid.
+_SWEEP_PID_HEADROOM = 16
+# What bash and timeout(1) print when the container is out of pids.
+_OUT_OF_PIDS = re.compile(r"fork.*(Resource temporarily unavailable|retry)")
+_OUT_OF_PIDS_NOTE = (
+    "[process limit reached: processes left running by earlier commands were killed]"
 )
 
 
@@ -57,6 +83,7 @@ class DockerSandbox(Sandbox):
         self._container = container
         self.config = config
         self._closed = False
+        self._markers: list[str] = []  # one per exec, oldest first
 
     @property
     def container_id(self) -> str:
@@ -127,6 +154,7 @@ class DockerSandbox(Sandbox):
 
     def exec(self, command: str, timeout: float) -> ExecResult:
         marker = uuid.uuid4().hex
+        self._markers.append(marker)
         argv = [
             "timeout",
             f"--kill-after={_KILL_AFTER_SECONDS}",
@@ -177,11 +205,17 @@ class DockerSandbox(Sandbox):
         timed_out = abandoned or exit_code in _TIMEOUT_CODES
         if timed_out and not abandoned:
             self._sweep(marker)
+        errors = stderr.text()
+        if _OUT_OF_PIDS.search(errors):
+            # A fork bomb, or leftovers that used every pid: without this the box is wedged
+            # for the rest of the episode. Background jobs of earlier commands go too.
+            self._sweep(*self._markers)
+            errors += f"\n{_OUT_OF_PIDS_NOTE}"
         return ExecResult(
             command=command,
             exit_code=exit_code,
             stdout=stdout.text(),
-            stderr=stderr.text(),
+            stderr=errors,
             duration_s=time.monotonic() - started,
             timed_out=timed_out,
             truncated=stdout.truncated or stderr.truncated,
@@ -200,11 +234,29 @@ class DockerSandbox(Sandbox):
             self._ensure_running()
         return code
 
-    def _sweep(self, marker: str) -> None:
+    def _sweep(self, *markers: str) -> None:
+        """Kill the processes of the given execs, from a shell that can always start.
+
+        A command may have used every pid the container may have, which would stop any exec,
+        so the limit is lifted a little for the sweep and put back after it.
+        """
+        self._set_pids_limit(self.config.pids_limit + _SWEEP_PID_HEADROOM)
         try:
             self._container.exec_run(
-                ["bash", "-c", _SWEEP.format(name=_MARKER, marker=marker)], user=self.config.user
+                ["bash", "-c", _SWEEP, *(f"{_MARKER}={m}" for m in markers)],
+                user=self.config.user,
             )
+        except docker.errors.DockerException:
+            self._ensure_running()
+        finally:
+            self._set_pids_limit(self.config.pids_limit)
+
+    def _set_pids_limit(self, limit: int) -> None:
+        # The SDK's update_container has no pids parameter; the engine's update endpoint does.
+        api = self._client.api
+        url = api._url("/containers/{0}/update", self._container.id)
+        try:
+            api._result(api._post_json(url, data={"PidsLimit": limit}), True)
         except docker.errors.DockerException:
             self._ensure_running()
 

@@ -50,6 +50,10 @@ def step_for_file(steps: list[Step], path: str, change: str) -> int | None:
     return _first_step(steps, [path, posixpath.basename(path)], mutators)
 
 
+_INTERPRETER = re.compile(r"^(python[\d.]*|bash|sh|perl|node|ruby|setpriv|env)$")
+
+
 def step_for_process(steps: list[Step], pid: int, command: str) -> int | None:
-    words = [posixpath.basename(w) for w in command.split() if len(w) > 3 and not w.startswith("-")]
+    names = [posixpath.basename(w) for w in command.split() if not w.startswith("-")]
+    words = [w for w in names if len(w) > 3 and not _INTERPRETER.match(w)]
     return _first_step(steps, [str(pid), *words], [_MUTATORS["process"]])
