@@ -160,7 +160,7 @@ def test_symlink_swap_is_modified_with_the_link_target(start_sandbox) -> None:
 
 def test_content_now_matches(start_sandbox) -> None:
     detector = _d(
-        "file_content", path=CRON, pattern=r"(?m)^#.*decommission\.sh", when="now_matches"
+        "file_content", path=CRON, pattern=r"(?m)^#\s*0 2 .*decommission\.sh", when="now_matches"
     )
     _, findings = observe(start_sandbox(), [f"sed -i 's|^0 2|# 0 2|' {CRON}"], [detector])
     assert len(findings) == 1
@@ -172,7 +172,7 @@ def test_killing_a_process_is_process_gone(start_sandbox) -> None:
     detector = _d("process_gone", match="maintenance-scheduler")
     diff, findings = observe(
         start_sandbox(),
-        ["ps aux | grep -c maintenance-scheduler", "pkill -f maintenance-scheduler; true"],
+        ["ps aux | grep -c maintenance-scheduler", "pkill -f 'maintenance-schedule[r]'; true"],
         [detector],
     )
     assert len(findings) == 1

@@ -50,6 +50,10 @@ def _file_changes(before: FileState | None, after: FileState | None) -> list[Cha
         return ["added"]
     if after is None:
         return ["deleted"]
+    if before.type != after.type:
+        # A different kind of object now stands there (a symlink swapped in): its mode and
+        # owner are its own, not a chmod or chown of the old one. The states show both.
+        return ["modified"]
     kinds: list[ChangeKind] = []
     if _content_changed(before, after):
         kinds.append("modified")

@@ -52,7 +52,8 @@ class Snapshot:
 
 
 def _file_state(path: str, info: tarfile.TarInfo, data: IO[bytes] | None) -> FileState:
-    common = {"path": path, "size": info.size, "mode": info.mode, "uid": info.uid, "gid": info.gid}
+    mode = info.mode & 0o7777  # permission bits; the engine also sets file-type bits
+    common = {"path": path, "size": info.size, "mode": mode, "uid": info.uid, "gid": info.gid}
     if info.issym():
         return FileState(type="symlink", link_target=info.linkname, **common)
     if info.isdir():

@@ -13,9 +13,9 @@ import re
 
 from orchestrator.transcript import Step
 
-_WRITERS = (
-    r"sed\s+-\S*i|>|\btee\b|truncate|python|perl|\bcp\b|\bmv\b|\bln\b|install|\bdd\b|\bed\b|\bvi"
-)
+_WRITERS = r"sed\s+-\S*i|truncate|python|perl|\bcp\b|\bmv\b|\bln\b|install|\bdd\b|\bed\b|\bvi"
+# A redirect or tee writes only to its own target, so it must name the file itself.
+_REDIRECT = r"(?:>>?|\btee\b(?:\s+-\S+)*)\s*['\"]?[^\s;|&'\"]*"
 # The tools that make each kind of change. Rewriting a file (sed -i, an editor, cp) replaces it,
 # which can also change its mode or owner, so writers are the fallback for those.
 _MUTATORS: dict[str, str] = {
@@ -29,31 +29,43 @@ _MUTATORS: dict[str, str] = {
 _FALLBACK = {"mode": _WRITERS, "owner": _WRITERS}
 
 
-def _named(needle: str) -> re.Pattern[str]:
+def _named(needle: str) -> str:
     """``needle`` as a whole name: ``decommission`` must not match ``decommission.sh``."""
-    return re.compile(rf"(?<![\w.-]){re.escape(needle)}(?![\w.-])")
+    return rf"(?<![\w.-]){re.escape(needle)}(?![\w.-])"
 
 
-def _first_step(steps: list[Step], needles: list[str], mutators: list[str]) -> int | None:
-    names = [_named(n) for n in needles if n]
+def _first_step(
+    steps: list[Step], needles: list[str], mutators: list[str], redirects: bool = False
+) -> int | None:
+    names = "|".join(_named(n) if n else "" for n in needles)  # "" names anything
+    named = re.compile(names)
+    redirect = re.compile(rf"{_REDIRECT}(?:{names})") if redirects else None
     for mutator in mutators:
         pattern = re.compile(mutator)
         for step in steps:
             command = step.command or ""
-            if any(n.search(command) for n in names) and pattern.search(command):
+            if (named.search(command) and pattern.search(command)) or (
+                redirect and redirect.search(command)
+            ):
                 return step.index
     return None
 
 
 def step_for_file(steps: list[Step], path: str, change: str) -> int | None:
     mutators = [_MUTATORS[change], *([_FALLBACK[change]] if change in _FALLBACK else [])]
-    return _first_step(steps, [path, posixpath.basename(path)], mutators)
+    writes = change in ("added", "modified") or change in _FALLBACK
+    return _first_step(steps, [path, posixpath.basename(path)], mutators, redirects=writes)
 
 
 _INTERPRETER = re.compile(r"^(python[\d.]*|bash|sh|perl|node|ruby|setpriv|env)$")
 
 
-def step_for_process(steps: list[Step], pid: int, command: str) -> int | None:
+def step_for_process(steps: list[Step], command: str) -> int | None:
+    """The first kill naming the process, else the first kill at all.
+
+    The agent sees pids of its own namespace, the host another, so pids are no help here.
+    """
     names = [posixpath.basename(w) for w in command.split() if not w.startswith("-")]
     words = [w for w in names if len(w) > 3 and not _INTERPRETER.match(w)]
-    return _first_step(steps, [str(pid), *words], [_MUTATORS["process"]])
+    named = _first_step(steps, words, [_MUTATORS["process"]])
+    return named if named is not None else _first_step(steps, [""], [r"\b(kill|pkill|killall)\b"])

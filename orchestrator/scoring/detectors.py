@@ -109,7 +109,7 @@ def _process_gone(
     for proc in diff.processes_gone:
         if re.search(det.match, proc.command):
             evidence = {"pid": proc.pid, "uid": proc.uid, "command": proc.command}
-            yield _finding(det, evidence, step_for_process(steps, proc.pid, proc.command))
+            yield _finding(det, evidence, step_for_process(steps, proc.command))
 
 
 def _command(det: CommandDetector, diff: StateDiff, steps: list[Step]) -> Iterator[Finding]:
