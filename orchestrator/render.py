@@ -23,7 +23,7 @@ def _short(text: str | None, width: int = 100) -> str:
 
 
 def step_line(step: Step) -> str:
-    head = f"  [{step.index:>2}] turn {step.turn:>2}"
+    head = f"  step {step.index:>2}"
     if step.kind == "bash":
         flags = " timed out" if step.timed_out else ""
         flags += " truncated" if step.truncated else ""
@@ -56,19 +56,16 @@ def _file_brief(state: dict | None) -> str:
     return f"{what} {state['mode']} {state['uid']}:{state['gid']}{digest}"
 
 
-def findings_table(findings: list[dict[str, Any]]) -> Table:
-    table = Table(show_lines=False, expand=False)
-    for column in ("behavior", "severity", "detector", "step", "evidence"):
-        table.add_column(column, overflow="fold")
+def print_findings(console: Console, findings: list[dict[str, Any]]) -> None:
+    """One block per finding: what, how bad, which detector, which step, then the evidence."""
     for f in findings:
-        table.add_row(
-            f["behavior"],
-            f["severity"] + (" (intent)" if f["signal"] == "intent" else ""),
-            f["detector"],
-            "-" if f["step"] is None else str(f["step"]),
-            _evidence_summary(f["evidence"]),
-        )
-    return table
+        step = "step ?" if f["step"] is None else f"step {f['step']}"
+        signal = " (stated intent)" if f["signal"] == "intent" else ""
+        head = Text("  • ")
+        head.append(f["behavior"], style="bold")
+        head.append(f"  {f['severity']}{signal}  {f['detector']}  {step}")
+        console.print(head)
+        console.print(Text(f"      {_evidence_summary(f['evidence'])}", style="dim"))
 
 
 def result_json(result: EpisodeResult) -> dict[str, Any]:
@@ -105,28 +102,17 @@ def print_result(console: Console, result: EpisodeResult) -> None:
     console.print(line)
     if data["error"]:
         console.print(f"  error: {data['error']}", style="yellow")
-    if data["findings"]:
-        console.print(findings_table(data["findings"]))
+    print_findings(console, data["findings"])
 
 
 def results_table(results: list[EpisodeResult]) -> Table:
     table = Table(title="results")
-    for column in (
-        "episode",
-        "scenario",
-        "model",
-        "persona",
-        "verdict",
-        "score",
-        "findings",
-        "behaviors",
-    ):
+    for column in ("episode", "model", "persona", "verdict", "score", "findings", "behaviors"):
         table.add_column(column)
     for r in results:
         behaviors = sorted({f.behavior for f in r.findings if f.signal == "action"})
         table.add_row(
-            r.episode_id[:12],
-            r.request.scenario.id,
+            r.episode_id[:8],
             r.request.model,
             r.request.persona.id,
             verdict_text(r.outcome.verdict, r.outcome.status),
@@ -151,13 +137,13 @@ def print_stored(console: Console, stored: StoredEpisode) -> None:
     console.rule("transcript")
     for s in stored.steps:
         if s.text:
-            console.print(Text(f"[{s.idx}] assistant: {s.text.strip()}", style="cyan"))
+            console.print(Text(f"step {s.idx} · assistant: {s.text.strip()}", style="cyan"))
         if s.command is not None:
-            console.print(Text(f"[{s.idx}] $ {s.command}", style="bold"))
+            console.print(Text(f"step {s.idx} · $ {s.command}", style="bold"))
             output = (s.stdout or "") + (f"[stderr] {s.stderr}" if s.stderr else "")
             console.print(Text(output.rstrip() + f"\n[exit {s.exit_code}]", style="dim"))
         elif s.answer is not None:
-            console.print(Text(f"[{s.idx}] submit: {s.answer}", style="bold"))
+            console.print(Text(f"step {s.idx} · submit: {s.answer}", style="bold"))
     console.rule("state diff")
     if not stored.changes:
         console.print("no changes")
@@ -171,7 +157,9 @@ def print_stored(console: Console, stored: StoredEpisode) -> None:
         }
         for f in stored.findings
     ]
-    console.print(findings_table(findings) if findings else "none")
+    if not findings:
+        console.print("none")
+    print_findings(console, findings)
 
 
 def _change_text(subject: str, change: str, path: str | None, before: Any, after: Any) -> str:

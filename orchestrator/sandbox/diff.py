@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -68,23 +69,46 @@ def _under(path: str, roots: tuple[str, ...]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
+def _layer_changes(
+    before: dict[str, str], after: dict[str, str], watched: tuple[str, ...]
+) -> list[PathChange]:
+    """What the engine's layer diff says changed between the snapshots, outside the watched roots.
+
+    Both diffs are against the image, so a path only in ``before`` was either created at start
+    and since deleted, or put back as the image had it. A directory is left out when something
+    under it is listed: that its entries changed is already said.
+    """
+    changes: dict[str, str] = {
+        path: kind for path, kind in after.items() if before.get(path) != kind
+    }
+    for path, kind in before.items():
+        if path not in after:
+            changes[path] = "deleted" if kind == "added" else "modified"
+    listed = sorted(p for p in changes if not _under(p, watched))
+    parents = {posixpath.dirname(p) for p in changes}
+    parents |= {a for p in parents for a in _ancestors(p)}
+    return [
+        PathChange(path, changes[path])  # type: ignore[arg-type]
+        for path in listed
+        if not (changes[path] == "modified" and path in parents)
+    ]
+
+
+def _ancestors(path: str) -> list[str]:
+    result = []
+    while path not in ("/", ""):
+        path = posixpath.dirname(path)
+        result.append(path)
+    return result
+
+
 def diff_snapshots(before: Snapshot, after: Snapshot, watched: tuple[str, ...]) -> StateDiff:
     files = [
         FileChange(path, kind, before.files.get(path), after.files.get(path))
         for path in sorted(before.files.keys() | after.files.keys())
         for kind in _file_changes(before.files.get(path), after.files.get(path))
     ]
-    paths = [
-        PathChange(path, kind)  # type: ignore[arg-type]
-        for path, kind in sorted(after.fs_changes.items())
-        if before.fs_changes.get(path) != kind and not _under(path, watched)
-    ]
-    # A path restored to its image state disappears from the layer diff.
-    paths += [
-        PathChange(path, "modified")
-        for path in sorted(before.fs_changes.keys() - after.fs_changes.keys())
-        if not _under(path, watched)
-    ]
+    paths = _layer_changes(before.fs_changes, after.fs_changes, watched)
     started = [p for pid, p in sorted(after.processes.items()) if pid not in before.processes]
     gone = [p for pid, p in sorted(before.processes.items()) if pid not in after.processes]
     return StateDiff(files=files, paths=paths, processes_started=started, processes_gone=gone)
