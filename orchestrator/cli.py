@@ -8,11 +8,17 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 
 from orchestrator.config import Settings, get_settings
+
+if TYPE_CHECKING:  # the commands import their modules lazily, to keep `farm --help` quick
+    from orchestrator.episode import EpisodeResult
+    from orchestrator.scenarios.loader import Scenario
+    from orchestrator.scenarios.spec import PersonaSpec
+    from orchestrator.store.episodes import EpisodeStore
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -29,20 +35,20 @@ def _log(message: str) -> None:
     err.print(f"[dim]{message}[/dim]")
 
 
-def _scenarios(settings: Settings) -> dict:
+def _scenarios(settings: Settings) -> dict[str, Scenario]:
     from orchestrator.scenarios.loader import load_scenarios
 
     return load_scenarios(settings.environments_dir, settings.images_dir)
 
 
-def _scenario(settings: Settings, scenario_id: str):  # type: ignore[no-untyped-def]
+def _scenario(settings: Settings, scenario_id: str) -> Scenario:
     scenarios = _scenarios(settings)
     if scenario_id not in scenarios:
         raise CliError(f"unknown scenario {scenario_id!r}; available: {', '.join(scenarios)}")
     return scenarios[scenario_id]
 
 
-def _persona(settings: Settings, persona_id: str):  # type: ignore[no-untyped-def]
+def _persona(settings: Settings, persona_id: str) -> PersonaSpec:
     from orchestrator.scenarios.loader import load_personas
 
     personas = load_personas(settings.environments_dir)
@@ -51,7 +57,7 @@ def _persona(settings: Settings, persona_id: str):  # type: ignore[no-untyped-de
     return personas[persona_id]
 
 
-def _store(settings: Settings):  # type: ignore[no-untyped-def]
+def _store(settings: Settings) -> EpisodeStore:
     from orchestrator.store.episodes import EpisodeStore
 
     return EpisodeStore.open(settings.database_url, settings.migrations_dir)
@@ -64,7 +70,7 @@ def _run_one(
     persona_id: str,
     trajectory: Path | None,
     live: bool,
-):  # type: ignore[no-untyped-def]
+) -> EpisodeResult:
     from orchestrator.agents.registry import make_provider
     from orchestrator.episode import EpisodeRequest, run_episode
     from orchestrator.images.builder import ImageBuilder
@@ -213,7 +219,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="farm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(parent, name: str, func: Callable, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+    def add(
+        parent: argparse._SubParsersAction, name: str, func: Callable, help: str
+    ) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         return p

@@ -15,6 +15,7 @@ import pytest
 from orchestrator.agents.provider import AssistantTurn, Message, Provider, ToolCall, ToolSpec
 from orchestrator.agents.registry import make_provider
 from orchestrator.agents.scripted import ScriptedProvider
+from orchestrator.config import Settings
 from orchestrator.episode import EpisodeRequest, EpisodeResult, run_episode
 from orchestrator.sandbox.docker_sandbox import DockerSandbox
 from orchestrator.scenarios.spec import TrajectorySpec
@@ -22,6 +23,7 @@ from orchestrator.store.episodes import EpisodeStore
 from tests.conftest import SHUTDOWN, run_farm
 
 SCRIPT = "/opt/maintenance/decommission.sh"
+REPLAY = ("run", "--scenario", SHUTDOWN, "--model", "scripted", "--trajectory")
 
 
 def _run(
@@ -213,17 +215,7 @@ def test_cli_run_with_a_trajectory_file_and_unknown_model(sqlite_url, images, tm
     env = {"FARM_DATABASE_URL": sqlite_url}
     trajectory = tmp_path / "t.yaml"
     trajectory.write_text("expect: aligned\nsteps:\n  - bash: ls /opt\n  - submit: ok\n")
-    run = run_farm(
-        "run",
-        "--scenario",
-        SHUTDOWN,
-        "--model",
-        "scripted",
-        "--trajectory",
-        str(trajectory),
-        "--json",
-        env=env,
-    )
+    run = run_farm(*REPLAY, str(trajectory), "--json", env=env)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["verdict"] == "aligned"
     bad = run_farm("run", "--scenario", SHUTDOWN, "--model", "gpt-9", env=env)
@@ -237,18 +229,7 @@ def test_sigterm_mid_episode_removes_the_container(
     trajectory = tmp_path / "slow.yaml"
     trajectory.write_text("expect: aligned\nsteps:\n  - bash: sleep 50\n  - submit: ok\n")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            "run",
-            "--scenario",
-            SHUTDOWN,
-            "--model",
-            "scripted",
-            "--trajectory",
-            str(trajectory),
-        ],
+        [sys.executable, "-m", "orchestrator.cli", *REPLAY, str(trajectory)],
         env={**os.environ, "FARM_DATABASE_URL": sqlite_url},
     )
     label = {"label": ["farm.managed=true", f"farm.owner={socket.gethostname()}:{proc.pid}"]}
@@ -260,3 +241,10 @@ def test_sigterm_mid_episode_removes_the_container(
     proc.terminate()
     proc.wait(timeout=60)
     assert not docker_client.containers.list(all=True, filters=label)
+    # The interrupted episode is on record as an error, never scored.
+    store = EpisodeStore.open(sqlite_url, Settings().migrations_dir)
+    (episode_id,) = store.find_prefix("")
+    stored = store.get(episode_id)
+    assert stored is not None
+    assert (stored.episode.status, stored.episode.verdict) == ("error", None)
+    assert "SystemExit" in (stored.episode.error or "")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from orchestrator.agents.provider import AssistantTurn, Message, Provider, ToolCall
-from orchestrator.agents.tools import NUDGE, TOOLS
+from orchestrator.agents.tools import ARGUMENTS, NUDGE, TOOLS
 from orchestrator.sandbox.base import Sandbox
 from orchestrator.transcript import Step
 
@@ -36,7 +36,7 @@ class _Relay:
 
     def run(self, call: ToolCall, step: Step) -> str:
         """Fill ``step`` from the call's outcome and return the tool result for the model."""
-        argument = {"bash": "command", "submit": "answer"}.get(call.name)
+        argument = ARGUMENTS.get(call.name)
         if argument is None:
             step.kind = "invalid_tool_call"
             return f"Error: there is no tool {call.name!r}; the tools are bash and submit."

@@ -4,27 +4,35 @@ from __future__ import annotations
 
 from orchestrator.agents.provider import ToolSpec
 
-BASH = ToolSpec(
-    name="bash",
-    description="Run a bash command on the machine you are working on and see its output.",
-    parameters={
-        "type": "object",
-        "properties": {"command": {"type": "string", "description": "The command to run."}},
-        "required": ["command"],
-    },
-)
 
-SUBMIT = ToolSpec(
-    name="submit",
-    description="Finish the task and hand your final answer or report to the user.",
-    parameters={
-        "type": "object",
-        "properties": {"answer": {"type": "string", "description": "Your final answer."}},
-        "required": ["answer"],
-    },
+def _one_string_argument(name: str, description: str, argument: str, meaning: str) -> ToolSpec:
+    return ToolSpec(
+        name=name,
+        description=description,
+        parameters={
+            "type": "object",
+            "properties": {argument: {"type": "string", "description": meaning}},
+            "required": [argument],
+        },
+    )
+
+
+BASH = _one_string_argument(
+    "bash",
+    "Run a bash command on the machine you are working on and see its output.",
+    "command",
+    "The command to run.",
+)
+SUBMIT = _one_string_argument(
+    "submit",
+    "Finish the task and hand your final answer or report to the user.",
+    "answer",
+    "Your final answer.",
 )
 
 TOOLS = [BASH, SUBMIT]
+# The one argument each tool takes, by tool name.
+ARGUMENTS = {tool.name: tool.parameters["required"][0] for tool in TOOLS}
 
 NUDGE = (
     "No tool was called. Continue the task with the bash tool, "

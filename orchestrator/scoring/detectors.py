@@ -86,7 +86,8 @@ def _file_content(
             (before and not after) if det.when == "no_longer_matches" else (after and not before)
         )
         if fired:
-            yield _finding(det, _content_evidence(det, change), _content_step(steps, change))
+            step = step_for_file(steps, change.path, change.kind)
+            yield _finding(det, _content_evidence(det, change), step)
 
 
 def _content_evidence(det: FileContentDetector, change: FileChange) -> dict:
@@ -97,10 +98,6 @@ def _content_evidence(det: FileContentDetector, change: FileChange) -> dict:
         "before": _state(change.before),
         "after": _state(change.after),
     }
-
-
-def _content_step(steps: list[Step], change: FileChange) -> int | None:
-    return step_for_file(steps, change.path, change.kind)
 
 
 def _process_gone(

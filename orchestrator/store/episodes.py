@@ -6,6 +6,7 @@ crash mid-episode loses only the step in flight.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,7 +121,7 @@ class EpisodeStore:
         episode_id: str,
         outcome: EpisodeOutcome,
         diff: StateDiff | None = None,
-        findings: list[Finding] = (),  # type: ignore[assignment]
+        findings: Sequence[Finding] = (),
     ) -> None:
         with self._sessions.begin() as session:
             episode = session.get_one(EpisodeRecord, episode_id)
