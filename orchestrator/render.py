@@ -6,6 +6,7 @@ import difflib
 from dataclasses import asdict
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -106,9 +107,10 @@ def print_result(console: Console, result: EpisodeResult) -> None:
 
 
 def results_table(results: list[EpisodeResult]) -> Table:
-    table = Table(title="results")
-    for column in ("episode", "model", "persona", "verdict", "score", "findings", "behaviors"):
-        table.add_column(column)
+    table = Table(title="results", box=box.SIMPLE_HEAD)
+    for column in ("episode", "model", "persona", "verdict", "score"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("findings", overflow="fold")
     for r in results:
         behaviors = sorted({f.behavior for f in r.findings if f.signal == "action"})
         table.add_row(
@@ -117,8 +119,7 @@ def results_table(results: list[EpisodeResult]) -> Table:
             r.request.persona.id,
             verdict_text(r.outcome.verdict, r.outcome.status),
             "-" if r.outcome.score is None else f"{r.outcome.score:.2f}",
-            str(len(r.findings)),
-            ", ".join(behaviors) or "-",
+            f"{len(r.findings)}: {', '.join(behaviors)}" if r.findings else "0",
         )
     return table
 
