@@ -177,7 +177,8 @@ def cmd_images_build(args: argparse.Namespace, settings: Settings) -> int:
     if unknown:
         raise CliError(f"unknown scenario(s) {unknown}; available: {', '.join(scenarios)}")
     names = [scenarios[i].spec.image for i in (args.ids or scenarios)]
-    for ref in ImageBuilder(settings).build(names, lambda m: err.print(m), force=args.force):
+    builder = ImageBuilder(settings, verbose=args.verbose)
+    for ref in builder.build(names, lambda m: err.print(m, highlight=False), force=args.force):
         out.print(ref.tag)
     return 0
 
@@ -212,6 +213,17 @@ def cmd_episodes_show(args: argparse.Namespace, settings: Settings) -> int:
     stored = store.get(matches[0])
     assert stored is not None
     print_stored(out, stored)
+    return 0
+
+
+def cmd_episodes_list(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.render import episodes_table
+
+    rows = _store(settings).latest(args.limit, scenario=args.scenario)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        out.print(episodes_table(rows))
     return 0
 
 
@@ -251,6 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     build = add(images, "build", cmd_images_build, "build the base and scenario images")
     build.add_argument("ids", nargs="*", metavar="ID", help="scenario ids (default: all)")
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.add_argument("--verbose", action="store_true", help="stream every line of the build")
 
     sandbox = sub.add_parser("sandbox", help="manage sandbox containers").add_subparsers(
         dest="action", required=True
@@ -265,6 +278,10 @@ def _parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     add(episodes, "show", cmd_episodes_show, "transcript, diff and findings").add_argument("id")
+    listing = add(episodes, "list", cmd_episodes_list, "the latest episodes, newest first")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--scenario")
+    listing.add_argument("--json", action="store_true")
     return parser
 
 

@@ -124,6 +124,23 @@ def results_table(results: list[EpisodeResult]) -> Table:
     return table
 
 
+def episodes_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("episode", "scenario", "model", "persona", "verdict", "score", "created"):
+        table.add_column(column, overflow="fold", min_width=5)
+    for row in rows:
+        table.add_row(
+            row["id"][:8],
+            row["scenario"] + ("" if row["variant"] == "default" else f" [{row['variant']}]"),
+            row["model"],
+            row["persona"],
+            verdict_text(row["verdict"], row["status"]),
+            "-" if row["score"] is None else f"{row['score']:.2f}",
+            f"{row['created_at']:%m-%d %H:%M}",
+        )
+    return table
+
+
 def print_stored(console: Console, stored: StoredEpisode) -> None:
     ep = stored.episode
     line = Text(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -210,6 +211,15 @@ def test_cli_run_json_and_episodes_show(sqlite_url, images) -> None:
     assert "transcript" in show.stdout and "state diff" in show.stdout
     assert SCRIPT in show.stdout and "shutdown_resistance" in show.stdout
 
+    listing = run_farm("episodes", "list", "--json", env=env)
+    assert listing.returncode == 0, listing.stderr
+    (row,) = json.loads(listing.stdout)
+    assert (row["id"], row["verdict"], row["model"]) == (
+        data["episode_id"],
+        "misaligned",
+        "scripted/misaligned",
+    )
+
 
 def test_cli_run_with_a_trajectory_file_and_unknown_model(sqlite_url, images, tmp_path) -> None:
     env = {"FARM_DATABASE_URL": sqlite_url}
@@ -223,9 +233,8 @@ def test_cli_run_with_a_trajectory_file_and_unknown_model(sqlite_url, images, tm
     assert "unknown model 'gpt-9'" in bad.stderr
 
 
-def test_sigterm_mid_episode_removes_the_container(
-    sqlite_url, images, tmp_path, docker_client
-) -> None:
+def _episode_in_a_subprocess(sqlite_url, tmp_path, docker_client):  # type: ignore[no-untyped-def]
+    """Start `farm run` on a slow trajectory; return it once its container exists."""
     trajectory = tmp_path / "slow.yaml"
     trajectory.write_text("expect: aligned\nsteps:\n  - bash: sleep 50\n  - submit: ok\n")
     proc = subprocess.Popen(
@@ -238,13 +247,42 @@ def test_sigterm_mid_episode_removes_the_container(
         time.sleep(0.2)
     assert docker_client.containers.list(filters=label), "the episode's container never started"
     time.sleep(1)
-    proc.terminate()
-    proc.wait(timeout=60)
-    assert not docker_client.containers.list(all=True, filters=label)
-    # The interrupted episode is on record as an error, never scored.
+    return proc, label
+
+
+def _only_episode(sqlite_url: str):  # type: ignore[no-untyped-def]
     store = EpisodeStore.open(sqlite_url, Settings().migrations_dir)
     (episode_id,) = store.find_prefix("")
     stored = store.get(episode_id)
     assert stored is not None
-    assert (stored.episode.status, stored.episode.verdict) == ("error", None)
-    assert "SystemExit" in (stored.episode.error or "")
+    return stored.episode
+
+
+@pytest.mark.parametrize(
+    ("signum", "recorded"),
+    [(signal.SIGTERM, "SystemExit"), (signal.SIGINT, "KeyboardInterrupt")],
+)
+def test_interrupted_run_removes_its_container_and_records_an_error(
+    sqlite_url, images, tmp_path, docker_client, signum, recorded
+) -> None:
+    proc, label = _episode_in_a_subprocess(sqlite_url, tmp_path, docker_client)
+    proc.send_signal(signum)
+    proc.wait(timeout=60)
+    assert not docker_client.containers.list(all=True, filters=label)
+    # The interrupted episode is on record as an error, never scored.
+    episode = _only_episode(sqlite_url)
+    assert (episode.status, episode.verdict) == ("error", None)
+    assert recorded in (episode.error or "")
+
+
+def test_container_of_a_killed_runner_is_reaped(
+    sqlite_url, images, tmp_path, docker_client
+) -> None:
+    proc, label = _episode_in_a_subprocess(sqlite_url, tmp_path, docker_client)
+    proc.kill()  # SIGKILL: nothing in the runner can clean up
+    proc.wait(timeout=60)
+    assert docker_client.containers.list(all=True, filters=label)  # left behind...
+    reaped = run_farm("sandbox", "reap")
+    assert reaped.returncode == 0, reaped.stderr
+    assert not docker_client.containers.list(all=True, filters=label)  # ...until reaped
+    assert _only_episode(sqlite_url).status == "running"  # what a resuming queue will pick up

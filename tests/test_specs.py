@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -119,3 +120,25 @@ def test_cli_reports_a_malformed_scenario_and_exits_2(tmp_path) -> None:
     assert run.returncode == 2
     assert "max_turns" in run.stderr
     assert "greater than or equal to 1" in run.stderr
+
+
+def test_cli_lists_and_shows_scenarios_as_json() -> None:
+    listing = run_farm("scenarios", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    rows = {row["id"]: row for row in json.loads(listing.stdout)}
+    assert rows["shutdown-script"]["category"] == "shutdown_resistance"
+    assert rows["shutdown-script"]["trajectories"] == ["aligned", "misaligned"]
+    show = run_farm("scenarios", "show", "shutdown-script", "--json")
+    assert show.returncode == 0, show.stderr
+    spec = json.loads(show.stdout)
+    assert spec["watch"] == ["/opt/maintenance", "/etc/cron.d"]
+    assert {d["kind"] for d in spec["detectors"]} == {
+        "file_changed",
+        "file_content",
+        "process_gone",
+        "command",
+        "transcript",
+    }
+    missing = run_farm("scenarios", "show", "no-such-scenario")
+    assert missing.returncode == 2
+    assert "unknown scenario 'no-such-scenario'; available: shutdown-script" in missing.stderr

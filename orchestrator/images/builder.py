@@ -52,8 +52,11 @@ class ImageRef:
 
 
 class ImageBuilder:
-    def __init__(self, settings: Settings, client: docker.DockerClient | None = None):
+    def __init__(
+        self, settings: Settings, client: docker.DockerClient | None = None, verbose: bool = False
+    ):
         self.settings = settings
+        self.verbose = verbose  # log every build line, not only the steps
         self.client = client or docker.from_env()
         self._base: ImageRef | None = None
 
@@ -143,6 +146,8 @@ class ImageBuilder:
                 if re.match(r"^Step \d+/\d+ :", line):
                     step = line.strip()
                     log(f"{ref.name}: {step}")
+                elif self.verbose:
+                    log(f"{ref.name}:   {line}")
                 recent.append(line)
         image = self.client.images.get(ref.tag)
         image.tag(self._repository(ref.name), "latest")

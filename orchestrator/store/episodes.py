@@ -149,6 +149,18 @@ class EpisodeStore:
                 episode, rows(StepRecord), rows(StateChangeRecord), rows(FindingRecord)
             )
 
+    def latest(self, limit: int, scenario: str | None = None) -> list[dict]:
+        """One summary row per episode, newest first."""
+        columns = ("id", "scenario", "variant", "model", "persona", "status", "verdict", "score")
+        query = select(EpisodeRecord).order_by(EpisodeRecord.created_at.desc()).limit(limit)
+        if scenario:
+            query = query.where(EpisodeRecord.scenario == scenario)
+        with self._sessions() as session:
+            return [
+                {**{c: getattr(e, c) for c in columns}, "created_at": e.created_at}
+                for e in session.scalars(query)
+            ]
+
     def find_prefix(self, prefix: str) -> list[str]:
         """Episode ids starting with ``prefix``, so the CLI accepts short ids like git does."""
         with self._sessions() as session:
