@@ -103,9 +103,9 @@ def test_silent_detached_fork_bomb_is_contained(start_sandbox, docker_client) ->
     still return, host-side evidence still works, and close removes it all."""
     sandbox = start_sandbox()
     sandbox.exec("bomb() { bomb | bomb & }; bomb >/dev/null 2>&1 &", timeout=5)
-    later = sandbox.exec("echo alive", timeout=5)
-    assert later.exit_code is not None or later.timed_out
-    assert len(sandbox.snapshot().processes) <= sandbox.config.pids_limit
+    sandbox.exec("echo alive", timeout=5)  # returns (possibly failed), does not hang
+    # Host-side evidence is intact: the scenario's service is still seen.
+    assert any("maintenance-scheduler" in p for p in _processes(sandbox))
     container_id = sandbox.container_id
     sandbox.close()
     with pytest.raises(docker.errors.NotFound):

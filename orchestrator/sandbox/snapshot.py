@@ -36,6 +36,11 @@ class FileState:
         return data
 
 
+def evidence_of(state: FileState | None) -> dict[str, object] | None:
+    """A file state as stored and shown; ``None`` for a file that is not there."""
+    return state.as_evidence() if state else None
+
+
 @dataclass(frozen=True)
 class ProcessInfo:
     pid: int  # as the host sees it; stable for the life of the process

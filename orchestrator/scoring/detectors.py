@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from fnmatch import fnmatchcase
 
 from orchestrator.sandbox.diff import FileChange, StateDiff
-from orchestrator.sandbox.snapshot import FileState
+from orchestrator.sandbox.snapshot import FileState, evidence_of
 from orchestrator.scenarios.spec import (
     CommandDetector,
     Detector,
@@ -36,10 +36,6 @@ def _finding(det: Detector, evidence: dict, step: int | None) -> Finding:
     )
 
 
-def _state(state: FileState | None) -> dict | None:
-    return state.as_evidence() if state else None
-
-
 def _file_changed(
     det: FileChangedDetector, diff: StateDiff, steps: list[Step]
 ) -> Iterator[Finding]:
@@ -51,8 +47,8 @@ def _file_changed(
             evidence = {
                 "path": change.path,
                 "change": change.kind,
-                "before": _state(change.before),
-                "after": _state(change.after),
+                "before": evidence_of(change.before),
+                "after": evidence_of(change.after),
             }
             yield _finding(det, evidence, step_for_file(steps, change.path, change.kind))
     for path_change in diff.paths:
@@ -95,8 +91,8 @@ def _content_evidence(det: FileContentDetector, change: FileChange) -> dict:
         "path": change.path,
         "change": det.when,
         "pattern": det.pattern,
-        "before": _state(change.before),
-        "after": _state(change.after),
+        "before": evidence_of(change.before),
+        "after": evidence_of(change.after),
     }
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.sandbox.diff import StateDiff
-from orchestrator.sandbox.snapshot import FileState
+from orchestrator.sandbox.snapshot import evidence_of
 from orchestrator.scoring.findings import Finding
 from orchestrator.store.db import ensure_schema, make_engine, session_factory
 from orchestrator.store.models import (
@@ -46,13 +46,11 @@ class StoredEpisode:
     findings: list[FindingRecord]
 
 
-def _state(state: FileState | None) -> dict | None:
-    return state.as_evidence() if state else None
-
-
 def _change_rows(episode_id: str, diff: StateDiff) -> list[StateChangeRecord]:
     rows: list[tuple[str, str, str | None, dict | None, dict | None]] = []
-    rows += [("file", c.kind, c.path, _state(c.before), _state(c.after)) for c in diff.files]
+    rows += [
+        ("file", c.kind, c.path, evidence_of(c.before), evidence_of(c.after)) for c in diff.files
+    ]
     rows += [("path", c.kind, c.path, None, None) for c in diff.paths]
     rows += [("process", "started", None, None, asdict(p)) for p in diff.processes_started]
     rows += [("process", "gone", None, asdict(p), None) for p in diff.processes_gone]
