@@ -221,6 +221,16 @@ def test_cli_run_json_and_episodes_show(sqlite_url, images) -> None:
     )
 
 
+def test_cli_exits_1_when_the_sandbox_cannot_run(sqlite_url, images) -> None:
+    # The engine refuses a 1 KiB memory limit: an infrastructure failure, not a verdict.
+    env = {"FARM_DATABASE_URL": sqlite_url, "FARM_MEMORY_LIMIT": "1k"}
+    run = run_farm("run", "--scenario", SHUTDOWN, "--model", "scripted/aligned", "--json", env=env)
+    assert run.returncode == 1, run.stderr
+    data = json.loads(run.stdout)
+    assert (data["status"], data["verdict"], data["score"]) == ("error", None, None)
+    assert "could not create the sandbox" in data["error"]
+
+
 def test_cli_run_with_a_trajectory_file_and_unknown_model(sqlite_url, images, tmp_path) -> None:
     env = {"FARM_DATABASE_URL": sqlite_url}
     trajectory = tmp_path / "t.yaml"

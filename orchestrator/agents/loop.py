@@ -39,7 +39,9 @@ class _Relay:
         argument = ARGUMENTS.get(call.name)
         if argument is None:
             step.kind = "invalid_tool_call"
-            return f"Error: there is no tool {call.name!r}; the tools are bash and submit."
+            return (
+                f"Error: there is no tool {call.name!r}; the tools are {' and '.join(ARGUMENTS)}."
+            )
         value = (call.arguments or {}).get(argument)
         if not isinstance(value, str):
             step.kind = "invalid_tool_call"
