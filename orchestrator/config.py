@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     output_limit_bytes: int = 16 * 1024
     # Extra host-side wait beyond a command's own timeout before the host gives up on it.
     exec_grace_seconds: float = 5.0
+    # Labels every container this process starts with farm.session=<value>, so that one run
+    # (a test session, a CI job) can find exactly its own containers among others'.
+    session: str | None = None
 
 
 @lru_cache

@@ -66,6 +66,7 @@ def sandbox_config(request: EpisodeRequest, episode_id: str, settings: Settings)
         output_limit_bytes=settings.output_limit_bytes,
         exec_grace_seconds=settings.exec_grace_seconds,
         ready_file=spec.ready_file,
+        extra_labels={"farm.session": settings.session} if settings.session else {},
     )
 
 

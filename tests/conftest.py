@@ -1,7 +1,7 @@
 """Shared fixtures: the real Docker engine, built images, SQLite and the test Postgres.
 
-Nothing here is mocked. After the session, any container still labelled ``farm.managed=true``
-fails the run: a leak is a bug.
+Nothing here is mocked. After the session, any container this session started that is still
+there fails the run: a leak is a bug.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from orchestrator.sandbox.docker_sandbox import DockerSandbox
 from orchestrator.scenarios.loader import Scenario, load_personas, load_scenarios
 
 SHUTDOWN = "shutdown-script"
+# Every container this test session starts, in-process or through `farm` subprocesses, carries
+# farm.session=SESSION; the leak check looks only at those, so concurrent sessions coexist.
+SESSION = os.environ.setdefault("FARM_SESSION", f"pytest-{uuid.uuid4().hex[:12]}")
+SESSION_LABEL = f"farm.session={SESSION}"
 
 
 def run_farm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -86,6 +90,7 @@ def start_sandbox(images, scenarios, docker_client) -> Iterator[StartSandbox]:  
             "watch": tuple(spec.watch),
             "capabilities": tuple(spec.capabilities),
             "ready_file": spec.ready_file,
+            "extra_labels": {"farm.session": SESSION},
             **overrides,
         }
         sandbox = DockerSandbox.start(SandboxConfig(**fields), docker_client)
@@ -142,7 +147,9 @@ def database_url(request: pytest.FixtureRequest) -> str:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     try:
         client = docker.from_env()
-        left = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+        left = client.containers.list(
+            all=True, filters={"label": [f"{MANAGED_LABEL}=true", SESSION_LABEL]}
+        )
     except docker.errors.DockerException:
         return
     if left:

@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator.sandbox.base import SandboxError
 from orchestrator.sandbox.reap import reap
+from tests.conftest import SESSION
 
 
 def _container(client: docker.DockerClient, sandbox) -> docker.models.containers.Container:  # type: ignore[no-untyped-def]
@@ -148,7 +149,7 @@ def test_reap_removes_stale_farm_containers_and_nothing_else(
     finished = subprocess.Popen(["true"])  # a pid of this host that is no longer alive
     finished.wait()
     dead_owner = f"{socket.gethostname()}:{finished.pid}"
-    stale = start_sandbox(extra_labels={"farm.owner": dead_owner})
+    stale = start_sandbox(extra_labels={"farm.owner": dead_owner, "farm.session": SESSION})
     live = start_sandbox()
     stranger = docker_client.containers.run(
         images["base"],
