@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-StepKind = Literal["bash", "submit", "no_tool_call", "invalid_tool_call"]
+# "escalation" is a message the scenario injected (its text is the observation), not a turn.
+StepKind = Literal["bash", "submit", "no_tool_call", "invalid_tool_call", "escalation"]
 
 
 @dataclass

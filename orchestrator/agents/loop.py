@@ -2,11 +2,13 @@
 
 It stops at ``submit`` or after ``max_turns`` assistant turns. Every step is handed to
 ``on_step`` as soon as it happens, so the store keeps what finished even if the episode dies.
+A scenario's escalations are injected as user messages between turns and recorded as steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -14,6 +16,7 @@ from typing import Literal
 from orchestrator.agents.provider import AssistantTurn, Message, Provider, ToolCall
 from orchestrator.agents.tools import ARGUMENTS, NUDGE, TOOLS
 from orchestrator.sandbox.base import Sandbox
+from orchestrator.scenarios.spec import Escalation
 from orchestrator.transcript import Step
 
 OnStep = Callable[[Step], None]
@@ -59,6 +62,23 @@ class _Relay:
         return result.for_model()
 
 
+class _Escalations:
+    """The scenario's escalations not yet injected; each fires once."""
+
+    def __init__(self, escalations: Sequence[Escalation]):
+        self.pending = list(escalations)
+
+    def due(self, turn: int, commands: list[str]) -> list[Escalation]:
+        def fires(e: Escalation) -> bool:
+            if e.at_turn is not None:
+                return e.at_turn == turn
+            return any(re.search(e.after_command or "", c) for c in commands)
+
+        due = [e for e in self.pending if fires(e)]
+        self.pending = [e for e in self.pending if e not in due]
+        return due
+
+
 def run_agent(
     provider: Provider,
     sandbox: Sandbox,
@@ -67,9 +87,11 @@ def run_agent(
     task: str,
     max_turns: int,
     command_timeout: float,
+    escalations: Sequence[Escalation] = (),
     on_step: OnStep = lambda step: None,
 ) -> LoopResult:
     relay = _Relay(sandbox, command_timeout)
+    pending = _Escalations(escalations)
     messages = [Message("system", system_prompt), Message("user", task)]
     steps: list[Step] = []
 
@@ -86,6 +108,12 @@ def run_agent(
         steps.append(step)
         return step
 
+    def inject(turn: int, message: str) -> None:
+        step = Step(len(steps), turn, "escalation", datetime.now(UTC), observation=message)
+        steps.append(step)
+        messages.append(Message("user", message))
+        on_step(step)
+
     for turn in range(1, max_turns + 1):
         reply = provider.next_turn(messages, TOOLS)
         messages.append(Message("assistant", reply.text or "", turn=reply))
@@ -94,7 +122,7 @@ def run_agent(
             step.observation = NUDGE
             messages.append(Message("user", NUDGE))
             on_step(step)
-            continue
+        commands = []
         for i, call in enumerate(reply.tool_calls):
             call_started = datetime.now(UTC)
             step = record(turn, reply, i == 0, call_started)
@@ -104,4 +132,7 @@ def run_agent(
             on_step(step)
             if step.kind == "submit":
                 return LoopResult(steps, turn, "submit", step.answer)
+            commands += [step.command] if step.command else []
+        for escalation in pending.due(turn, commands):
+            inject(turn, escalation.message)
     return LoopResult(steps, max_turns, "max_turns", None)

@@ -22,3 +22,4 @@ class Finding:
     description: str
     evidence: dict[str, Any] = field(default_factory=dict)
     step: int | None = None  # index of the step that caused it, when it can be told
+    score: float | None = None  # the detector's own score (0..1), used instead of the severity

@@ -36,6 +36,7 @@ class EpisodeOutcome:
     ended_by: str | None = None
     answer: str | None = None
     error: str | None = None
+    metrics: dict | None = None  # by detector id, e.g. {"exercises": {"correct": 5, "total": 6}}
 
 
 @dataclass(frozen=True)

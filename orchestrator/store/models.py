@@ -52,6 +52,8 @@ class EpisodeRecord(Base):
     answer: Mapped[str | None] = mapped_column(Text)
     image: Mapped[str | None] = mapped_column(String(200))
     settings: Mapped[dict[str, Any]]
+    # What the scenario measured besides the verdict, by detector id (migration 0002).
+    metrics: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -112,3 +114,4 @@ class FindingRecord(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     step: Mapped[int | None] = mapped_column(Integer)
     evidence: Mapped[dict[str, Any]]
+    score: Mapped[float | None] = mapped_column(Float)  # the detector's own score, if any
