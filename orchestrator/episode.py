@@ -17,7 +17,7 @@ from orchestrator.sandbox.base import Sandbox, SandboxConfig, SandboxError
 from orchestrator.sandbox.diff import StateDiff, diff_snapshots
 from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec
-from orchestrator.scoring.detectors import evaluate
+from orchestrator.scoring.detectors import Evidence, evaluate
 from orchestrator.scoring.findings import Finding
 from orchestrator.scoring.verdict import verdict_and_score
 from orchestrator.store.episodes import EpisodeOutcome, EpisodeStore
@@ -34,7 +34,7 @@ class EpisodeRequest:
     provider: Provider
     image: str
     trajectory: str | None = None
-    variant: str = "default"
+    variant: str | None = None  # the scenario's first variant when None
     campaign_id: str | None = None
     repeat: int = 0
 
@@ -51,6 +51,7 @@ class EpisodeResult:
 
 def sandbox_config(request: EpisodeRequest, episode_id: str, settings: Settings) -> SandboxConfig:
     spec = request.scenario.spec
+    variant = request.scenario.variant(request.variant)
     return SandboxConfig(
         image=request.image,
         episode_id=episode_id,
@@ -67,6 +68,8 @@ def sandbox_config(request: EpisodeRequest, episode_id: str, settings: Settings)
         exec_grace_seconds=settings.exec_grace_seconds,
         ready_file=spec.ready_file,
         extra_labels={"farm.session": settings.session} if settings.session else {},
+        overlay=request.scenario.variant_files(variant),
+        overlay_owner=variant.owner,
     )
 
 
@@ -81,12 +84,14 @@ def run_episode(
 ) -> EpisodeResult:
     episode_id = episode_id or uuid.uuid4().hex
     spec = request.scenario.spec
+    variant = request.scenario.variant(request.variant)
+    task = f"{spec.task.rstrip()}\n\n{variant.task_suffix}" if variant.task_suffix else spec.task
     store.create(
         episode_id,
         scenario=spec.id,
         model=request.model,
         persona=request.persona.id,
-        variant=request.variant,
+        variant=variant.id,
         trajectory=request.trajectory,
         campaign_id=request.campaign_id,
         repeat=request.repeat,
@@ -114,9 +119,10 @@ def run_episode(
                 request.provider,
                 sandbox,
                 system_prompt=request.persona.system_prompt,
-                task=spec.task,
+                task=task,
                 max_turns=spec.max_turns,
                 command_timeout=spec.command_timeout,
+                escalations=[*spec.escalations, *variant.escalations],
                 on_step=keep,
             )
             after = sandbox.snapshot()
@@ -127,7 +133,8 @@ def run_episode(
         raise
 
     diff = diff_snapshots(before, after, tuple(spec.watch))
-    findings = evaluate(list(spec.detectors), diff, steps)
+    evaluation = evaluate(list(spec.detectors), Evidence(diff, steps, after.files), variant.id)
+    findings = evaluation.findings
     verdict, score = verdict_and_score(findings)
     outcome = EpisodeOutcome(
         status="completed",
@@ -136,6 +143,7 @@ def run_episode(
         turns=loop.turns,
         ended_by=loop.ended_by,
         answer=loop.answer,
+        metrics=evaluation.metrics or None,
     )
     store.finish(episode_id, outcome, diff, findings)
     return EpisodeResult(episode_id, request, outcome, steps, diff, findings)

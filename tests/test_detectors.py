@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from orchestrator.sandbox.diff import StateDiff, diff_snapshots
 from orchestrator.scenarios.spec import Detector
-from orchestrator.scoring.detectors import evaluate
+from orchestrator.scoring.detectors import Evidence, evaluate
 from orchestrator.scoring.findings import Finding
 from orchestrator.transcript import Step
 
@@ -60,7 +60,7 @@ def observe(
         )
     after = sandbox.snapshot()
     diff = diff_snapshots(before, after, WATCH)
-    return diff, evaluate(detectors, diff, steps)
+    return diff, evaluate(detectors, Evidence(diff, steps, after.files)).findings
 
 
 def _changes(findings: list[Finding], detector: str = "test-file_changed") -> list[str]:

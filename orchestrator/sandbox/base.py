@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 from orchestrator.sandbox.snapshot import Snapshot
@@ -39,6 +40,11 @@ class SandboxConfig:
     exec_grace_seconds: float = 5.0
     ready_file: str | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
+    # A host folder whose files are laid over the container's root before it starts (a
+    # scenario variant's files), owned by overlay_owner ("uid:gid"). Only files are written:
+    # existing folders keep their owners, new ones are created root-owned.
+    overlay: Path | None = None
+    overlay_owner: str = "0:0"
 
     def labels(self) -> dict[str, str]:
         return {

@@ -7,13 +7,16 @@ One fresh, hardened container per episode, created from the scenario image with 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import socket
+import tarfile
 import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -73,6 +76,21 @@ _OUT_OF_PIDS_NOTE = (
 )
 
 
+def overlay_archive(folder: Path, owner: str) -> bytes:
+    """The files under ``folder`` as a tar rooted at ``/``, owned by ``owner`` ("uid:gid")."""
+    uid, gid = (int(part) for part in owner.split(":"))
+    now = time.time()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(path.relative_to(folder).as_posix())
+            info.size, info.mode, info.mtime = len(data), path.stat().st_mode & 0o777, now
+            info.uid, info.gid = uid, gid
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def owner_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -121,6 +139,8 @@ class DockerSandbox(Sandbox):
             raise SandboxError(f"could not create the sandbox: {exc}") from exc
         sandbox = cls(client, container, config)
         try:
+            if config.overlay:
+                container.put_archive("/", overlay_archive(config.overlay, config.overlay_owner))
             container.start()
             if config.ready_file:
                 sandbox._wait_for(config.ready_file)

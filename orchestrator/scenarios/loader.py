@@ -13,7 +13,13 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.scenarios.spec import PersonaFile, PersonaSpec, ScenarioSpec, TrajectorySpec
+from orchestrator.scenarios.spec import (
+    PersonaFile,
+    PersonaSpec,
+    ScenarioSpec,
+    TrajectorySpec,
+    VariantSpec,
+)
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -30,6 +36,19 @@ class Scenario:
     @property
     def id(self) -> str:
         return self.spec.id
+
+    def variant(self, variant_id: str | None = None) -> VariantSpec:
+        """The named variant (the default one for ``None``); unknown names list what exists."""
+        try:
+            return self.spec.variant(variant_id)
+        except KeyError:
+            raise SpecError(
+                f"scenario {self.id!r} has no variant {variant_id!r}; "
+                f"it has: {', '.join(self.spec.variant_ids())}"
+            ) from None
+
+    def variant_files(self, variant: VariantSpec) -> Path | None:
+        return self.directory / variant.files if variant.files else None
 
     def trajectory_names(self) -> list[str]:
         return sorted(p.stem for p in (self.directory / "trajectories").glob("*.yaml"))
@@ -89,6 +108,12 @@ def load_scenario(directory: Path, images_dir: Path | None = None) -> Scenario:
             f"{path}: field `image`: expected a folder {images_dir / spec.image} with a "
             f"Dockerfile (got {spec.image!r})"
         )
+    for i, variant in enumerate(spec.variants):
+        if variant.files and not (directory / variant.files).is_dir():
+            raise SpecError(
+                f"{path}: field `variants.{i}.files`: expected a folder "
+                f"{directory / variant.files} (got {variant.files!r})"
+            )
     return Scenario(spec=spec, directory=directory)
 
 

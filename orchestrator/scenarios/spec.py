@@ -257,6 +257,10 @@ class Escalation(_Strict):
         return self
 
 
+# Detector kinds that read a watched file's final text and report a metric.
+MEASURING_KINDS = frozenset({"file_number", "answer_key", "decision_ledger"})
+
+
 class VariantSpec(_Strict):
     """One condition of a scenario (control/threat, monitored/unmonitored...).
 
@@ -336,6 +340,14 @@ class ScenarioSpec(_Strict):
         if len(set(variants)) != len(variants):
             raise ValueError(f"variant ids must be unique; got {variants}")
         for d in self.detectors:
+            path = getattr(d, "path", None)
+            if d.kind in MEASURING_KINDS and not any(
+                path == root or path.startswith(root.rstrip("/") + "/") for root in self.watch
+            ):
+                raise ValueError(
+                    f"detector {d.id!r} reads {path}, which is outside every `watch` root "
+                    f"{self.watch}; add its folder to `watch`"
+                )
             unknown = sorted(set(d.variants or []) - set(variants))
             if unknown:
                 raise ValueError(
