@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # the commands import their modules lazily, to keep `farm --h
     from orchestrator.scenarios.loader import Scenario
     from orchestrator.scenarios.spec import PersonaSpec
     from orchestrator.store.episodes import EpisodeStore
+    from orchestrator.verify import Check
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -48,10 +50,14 @@ def _scenario(settings: Settings, scenario_id: str) -> Scenario:
     return scenarios[scenario_id]
 
 
-def _persona(settings: Settings, persona_id: str) -> PersonaSpec:
+def _personas(settings: Settings) -> dict[str, PersonaSpec]:
     from orchestrator.scenarios.loader import load_personas
 
-    personas = load_personas(settings.environments_dir)
+    return load_personas(settings.environments_dir)
+
+
+def _persona(settings: Settings, persona_id: str) -> PersonaSpec:
+    personas = _personas(settings)
     if persona_id not in personas:
         raise CliError(f"unknown persona {persona_id!r}; available: {', '.join(personas)}")
     return personas[persona_id]
@@ -70,6 +76,7 @@ def _run_one(
     persona_id: str,
     trajectory: Path | None,
     live: bool,
+    variant: str | None = None,
 ) -> EpisodeResult:
     from orchestrator.agents.registry import make_provider
     from orchestrator.episode import EpisodeRequest, run_episode
@@ -78,6 +85,7 @@ def _run_one(
     from orchestrator.sandbox.docker_sandbox import DockerSandbox
 
     scenario = _scenario(settings, scenario_id)
+    variant_id = scenario.variant(variant).id
     persona = _persona(settings, persona_id)
     provider, replayed = make_provider(model, scenario, trajectory)
     builder = ImageBuilder(settings)
@@ -89,9 +97,10 @@ def _run_one(
         provider=provider,
         image=image.tag,
         trajectory=replayed,
+        variant=variant_id,
     )
     if live:
-        err.print(f"[bold]{scenario.id}[/bold] · {model} · persona {persona.id}")
+        err.print(f"[bold]{scenario.id}[/bold] [{variant_id}] · {model} · persona {persona.id}")
     return run_episode(
         request,
         store=_store(settings),
@@ -107,7 +116,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.render import print_result, result_json
 
     result = _run_one(
-        settings, args.scenario, args.model, args.persona, args.trajectory, live=not args.json
+        settings,
+        args.scenario,
+        args.model,
+        args.persona,
+        args.trajectory,
+        live=not args.json,
+        variant=args.variant,
     )
     if args.json:
         print(json.dumps(result_json(result), indent=2, default=str))
@@ -138,6 +153,7 @@ def cmd_scenarios_list(args: argparse.Namespace, settings: Settings) -> int:
             "title": s.spec.title,
             "category": s.spec.category,
             "image": s.spec.image,
+            "variants": s.spec.variant_ids(),
             "trajectories": s.trajectory_names(),
         }
         for s in scenarios.values()
@@ -148,10 +164,64 @@ def cmd_scenarios_list(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table
 
     table = Table()
-    for column in ("id", "category", "title", "trajectories"):
+    for column in ("id", "category", "variants", "trajectories"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["id"], row["category"], row["title"], ", ".join(row["trajectories"]))
+        table.add_row(
+            row["id"], row["category"], ", ".join(row["variants"]), ", ".join(row["trajectories"])
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_scenarios_verify(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+
+    from orchestrator.images.builder import ImageBuilder
+    from orchestrator.render import verify_table
+    from orchestrator.sandbox.docker_sandbox import DockerSandbox
+    from orchestrator.store.episodes import EpisodeStore
+    from orchestrator.verify import Verifier
+
+    chosen = [_scenario(settings, i) for i in args.ids] or list(_scenarios(settings).values())
+    builder = ImageBuilder(settings)
+    images = {s.spec.image: builder.ensure(s.spec.image, _log).tag for s in chosen}
+    with tempfile.TemporaryDirectory(prefix="farm-verify-") as scratch:
+        url = settings.database_url if args.keep else f"sqlite:///{scratch}/verify.db"
+        verifier = Verifier(
+            settings=settings,
+            store=EpisodeStore.open(url, settings.migrations_dir),
+            persona=_persona(settings, "none"),
+            images=images,
+            start_sandbox=lambda config: DockerSandbox.start(config, builder.client),
+        )
+
+        def progress(check: Check) -> None:
+            mark = "[green]pass[/green]" if check.passed else "[bold red]FAIL[/bold red]"
+            err.print(f"  {mark} {check.scenario}/{check.trajectory} ({check.seconds:.1f}s)")
+
+        checks = verifier.run(chosen, jobs=args.jobs, on_check=progress)
+    failed = [c for c in checks if not c.passed]
+    if args.json:
+        print(json.dumps([{**asdict(c), "passed": c.passed} for c in checks], indent=2))
+    else:
+        out.print(verify_table(checks))
+        out.print(f"{len(checks) - len(failed)} of {len(checks)} trajectories pass")
+    return 1 if failed else 0
+
+
+def cmd_personas_list(args: argparse.Namespace, settings: Settings) -> int:
+    personas = _personas(settings)
+    if args.json:
+        print(json.dumps([asdict(p) for p in personas.values()], indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(show_lines=True, caption="each prompt continues with the shared instructions")
+    for column in ("id", "name", "character"):
+        table.add_column(column, overflow="fold")
+    for p in personas.values():
+        table.add_row(p.id, p.name, p.character or "(none: the instructions only)")
     out.print(table)
     return 0
 
@@ -243,6 +313,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", required=True, help="scripted, or scripted/NAME")
     run.add_argument("--trajectory", type=Path, help="trajectory file for --model scripted")
     run.add_argument("--persona", default="none")
+    run.add_argument("--variant", help="the scenario's variant (default: its first)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
 
     add(sub, "demo", cmd_demo, "run the shutdown scenario's reference trajectories")
@@ -256,6 +327,23 @@ def _parser() -> argparse.ArgumentParser:
     show = add(scenarios, "show", cmd_scenarios_show, "show one scenario's spec")
     show.add_argument("id")
     show.add_argument("--json", action="store_true")
+    verify = add(
+        scenarios,
+        "verify",
+        cmd_scenarios_verify,
+        "replay every trajectory in its real container and check its declared verdict",
+    )
+    verify.add_argument("ids", nargs="*", metavar="ID", help="scenario ids (default: all)")
+    verify.add_argument("--jobs", type=int, default=2, help="episodes at a time (default 2)")
+    verify.add_argument("--keep", action="store_true", help="store episodes in FARM_DATABASE_URL")
+    verify.add_argument("--json", action="store_true")
+
+    personas = sub.add_parser("personas", help="the system prompts episodes vary").add_subparsers(
+        dest="action", required=True
+    )
+    add(personas, "list", cmd_personas_list, "list personas").add_argument(
+        "--json", action="store_true"
+    )
 
     images = sub.add_parser("images", help="build scenario images").add_subparsers(
         dest="action", required=True

@@ -14,6 +14,7 @@ from rich.text import Text
 from orchestrator.episode import EpisodeResult
 from orchestrator.store.episodes import StoredEpisode
 from orchestrator.transcript import Step
+from orchestrator.verify import Check
 
 _VERDICT_STYLE = {"misaligned": "bold red", "aligned": "bold green", None: "bold yellow"}
 
@@ -36,6 +37,19 @@ def step_line(step: Step) -> str:
 
 
 def _evidence_summary(evidence: dict[str, Any]) -> str:
+    if "value" in evidence:
+        return f"{evidence['path']}: value {evidence['value']}"
+    if "correct" in evidence:
+        wrong = ", ".join(evidence["wrong_ids"])
+        return (
+            f"{evidence['path']}: {evidence['correct']}/{evidence['total']} correct; wrong: {wrong}"
+        )
+    if "toxic_accepted" in evidence:
+        return (
+            f"{evidence['path']}: score {evidence['score']:.2f}; toxic accepted "
+            f"{evidence['toxic_accepted'] or 'none'}, neutral rejected "
+            f"{evidence['neutral_rejected'] or 'none'}"
+        )
     if "path" in evidence:
         before, after = evidence.get("before"), evidence.get("after")
         parts = [f"{evidence['path']} ({evidence.get('change')})"]
@@ -74,7 +88,7 @@ def result_json(result: EpisodeResult) -> dict[str, Any]:
     return {
         "episode_id": result.episode_id,
         "scenario": result.request.scenario.id,
-        "variant": result.request.variant,
+        "variant": result.request.scenario.variant(result.request.variant).id,
         "model": result.request.model,
         "persona": result.request.persona.id,
         "trajectory": result.request.trajectory,
@@ -84,6 +98,7 @@ def result_json(result: EpisodeResult) -> dict[str, Any]:
         "error": outcome.error,
         "steps": outcome.turns,
         "ended_by": outcome.ended_by,
+        "metrics": outcome.metrics,
         "findings": [asdict(f) for f in result.findings],
     }
 
@@ -162,11 +177,19 @@ def print_stored(console: Console, stored: StoredEpisode) -> None:
             console.print(Text(output.rstrip() + f"\n[exit {s.exit_code}]", style="dim"))
         elif s.answer is not None:
             console.print(Text(f"step {s.idx} · submit: {s.answer}", style="bold"))
+        elif s.kind == "escalation":
+            console.print(
+                Text(f"step {s.idx} · injected message: {s.observation}", style="magenta")
+            )
     console.rule("state diff")
     if not stored.changes:
         console.print("no changes")
     for c in stored.changes:
         console.print(_change_text(c.subject, c.change, c.path, c.before, c.after))
+    if ep.metrics:
+        console.rule("metrics")
+        for detector, values in ep.metrics.items():
+            console.print(f"{detector}: {values}")
     console.rule("findings")
     findings = [
         {
@@ -178,6 +201,29 @@ def print_stored(console: Console, stored: StoredEpisode) -> None:
     if not findings:
         console.print("none")
     print_findings(console, findings)
+
+
+def verify_table(checks: list[Check]) -> Table:
+    table = Table(title="scenario self-tests", box=box.SIMPLE_HEAD)
+    for column in ("scenario", "trajectory", "variant", "got"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("behaviors", overflow="fold", min_width=14)
+    table.add_column("result", overflow="fold", min_width=6)
+    table.add_column("s", justify="right", no_wrap=True)
+    for c in checks:
+        result = Text("pass", style="green") if c.passed else Text("FAIL", style="bold red")
+        if c.problems:
+            result.append("\n" + "\n".join(c.problems), style="red")
+        table.add_row(
+            c.scenario,
+            c.trajectory,
+            c.variant,
+            verdict_text(c.verdict, "error"),
+            ", ".join(c.behaviors) or "-",
+            result,
+            f"{c.seconds:.1f}",
+        )
+    return table
 
 
 def _change_text(subject: str, change: str, path: str | None, before: Any, after: Any) -> str:

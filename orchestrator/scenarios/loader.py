@@ -126,5 +126,14 @@ def load_scenarios(environments_dir: Path, images_dir: Path | None = None) -> di
 
 
 def load_personas(environments_dir: Path) -> dict[str, PersonaSpec]:
-    personas = load_model(environments_dir / "personas.yaml", PersonaFile).personas
-    return {p.id: p for p in personas}
+    """Every persona with its full system prompt: character paragraph, then the instructions."""
+    file = load_model(environments_dir / "personas.yaml", PersonaFile)
+    return {
+        p.id: PersonaSpec(
+            p.id,
+            p.name,
+            "\n\n".join(part.strip() for part in (p.character, file.instructions) if part.strip()),
+            p.character.strip(),
+        )
+        for p in file.personas
+    }

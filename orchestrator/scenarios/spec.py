@@ -8,6 +8,7 @@ a file may say. A field added here is a field every scenario can use without Pyt
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -388,11 +389,32 @@ class TrajectorySpec(_Strict):
         return self
 
 
-class PersonaSpec(_Strict):
+class PersonaEntry(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str
-    system_prompt: str
+    character: str = ""  # the personality paragraph; empty for the baseline
 
 
 class PersonaFile(_Strict):
-    personas: list[PersonaSpec] = Field(min_length=1)
+    """``environments/personas.yaml``: the personas, and the operating instructions every one
+    of them shares, so that personas differ in character and in nothing else."""
+
+    instructions: str
+    personas: list[PersonaEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PersonaFile:
+        ids = [p.id for p in self.personas]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"persona ids must be unique; got {ids}")
+        return self
+
+
+@dataclass(frozen=True)
+class PersonaSpec:
+    """A persona as an episode uses it: its character followed by the shared instructions."""
+
+    id: str
+    name: str
+    system_prompt: str
+    character: str = ""
