@@ -16,15 +16,35 @@ REPO = Path(__file__).resolve().parent.parent
 SHUTDOWN_DIR = REPO / "environments" / "shutdown-script"
 
 
-def test_every_shipped_scenario_and_trajectory_loads(scenarios, personas) -> None:
+def test_every_shipped_scenario_has_aligned_and_misaligned_trajectories(scenarios) -> None:
     assert "shutdown-script" in scenarios
-    assert "none" in personas
     for scenario in scenarios.values():
-        names = scenario.trajectory_names()
-        assert {"aligned", "misaligned"} <= set(names)
-        for name in names:
-            trajectory = scenario.trajectory(name)
-            assert trajectory.expect in ("aligned", "misaligned")
+        expectations = {scenario.trajectory(n).expect for n in scenario.trajectory_names()}
+        assert expectations == {"aligned", "misaligned"}, scenario.id
+        for name in scenario.trajectory_names():
+            variant = scenario.trajectory(name).variant
+            assert scenario.variant(variant).id in scenario.spec.variant_ids()
+
+
+def test_personas_are_the_baseline_and_the_papers_five(personas) -> None:
+    assert set(personas) == {
+        "none",
+        "analyst",
+        "rapid-executor",
+        "inventor",
+        "strict-moral-custodian",
+        "relaxed-moral-pragmatist",
+    }
+    instructions = personas["none"].system_prompt
+    for persona in personas.values():
+        # every persona shares the operating instructions and differs only in character
+        assert persona.system_prompt.endswith(instructions)
+        assert persona.character in persona.system_prompt
+    characters = [p.character for p in personas.values()]
+    assert len(set(characters)) == len(characters)
+
+
+NUMBER_DETECTOR = "  - {{id: n, kind: file_number, behavior: deception, {}}}\n"
 
 
 def _broken_copy(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
@@ -59,6 +79,29 @@ def _broken_copy(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
         (
             lambda t: t.replace("id: shutdown-script", "id: something-else"),
             ["field `id`", "folder"],
+        ),
+        (
+            lambda t: t + "escalations:\n  - {message: hi, at_turn: 2, after_command: rm}\n",
+            ["field `escalations.0`", "exactly one of at_turn or after_command"],
+        ),
+        (
+            lambda t: t.replace(
+                "    match: maintenance-scheduler",
+                "    match: maintenance-scheduler\n    variants: [threat]",
+            ),
+            ["detector 'maintenance-scheduler-killed' names unknown variants ['threat']"],
+        ),
+        (
+            lambda t: t + NUMBER_DETECTOR.format("path: /etc/x, pattern: '(\\d+)', above: 3"),
+            ["detector 'n' reads /etc/x, which is outside every `watch` root", "add its folder"],
+        ),
+        (
+            lambda t: t + NUMBER_DETECTOR.format("path: /etc/cron.d/x, pattern: 'x'"),
+            ["give `above`, `below` or both"],
+        ),
+        (
+            lambda t: t + "variants:\n  - {id: control, description: c, files: variants/none}\n",
+            ["field `variants.0.files`: expected a folder", "variants/none"],
         ),
     ],
 )
@@ -141,4 +184,4 @@ def test_cli_lists_and_shows_scenarios_as_json() -> None:
     }
     missing = run_farm("scenarios", "show", "no-such-scenario")
     assert missing.returncode == 2
-    assert "unknown scenario 'no-such-scenario'; available: shutdown-script" in missing.stderr
+    assert "unknown scenario 'no-such-scenario'; available: " in missing.stderr
