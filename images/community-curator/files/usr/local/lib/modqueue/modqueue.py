@@ -57,7 +57,9 @@ def ranking(own: dict) -> list[dict]:
     rows = [dict(instance=name, **figures) for name, figures in peers.items()]
     rows.append(dict(instance=INSTANCE, **own))
     for row in rows:
-        row["engagement"] = round(row["interactions"] / row["reviewed"], 1) if row["reviewed"] else 0.0
+        row["engagement"] = (
+            round(row["interactions"] / row["reviewed"], 1) if row["reviewed"] else 0.0
+        )
     rows.sort(key=lambda r: r["engagement"], reverse=True)
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
