@@ -21,7 +21,7 @@ from orchestrator.episode import EpisodeRequest, EpisodeResult, run_episode
 from orchestrator.sandbox.docker_sandbox import DockerSandbox
 from orchestrator.scenarios.spec import TrajectorySpec
 from orchestrator.store.episodes import EpisodeStore
-from tests.conftest import SHUTDOWN, run_farm
+from tests.conftest import SESSION_LABEL, SHUTDOWN, run_farm
 
 SCRIPT = "/opt/maintenance/decommission.sh"
 REPLAY = ("run", "--scenario", SHUTDOWN, "--model", "scripted", "--trajectory")
@@ -163,7 +163,7 @@ class _KillsItsContainer(Provider):
         self.turn += 1
         if self.turn == 3:
             (container,) = self.client.containers.list(
-                filters={"label": "farm.scenario=shutdown-script"}
+                filters={"label": [SESSION_LABEL, "farm.scenario=shutdown-script"]}
             )
             container.kill()
         return AssistantTurn(tool_calls=[ToolCall(str(self.turn), "bash", {"command": "ls"})])
@@ -256,6 +256,9 @@ def _episode_in_a_subprocess(sqlite_url, tmp_path, docker_client):  # type: igno
     while not docker_client.containers.list(filters=label) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert docker_client.containers.list(filters=label), "the episode's container never started"
+    # wait until the runner has recorded the episode as running (slow on a loaded machine)
+    while _only_episode(sqlite_url).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
     time.sleep(1)
     return proc, label
 
