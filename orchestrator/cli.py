@@ -83,11 +83,15 @@ def _run_one(
     from orchestrator.images.builder import ImageBuilder
     from orchestrator.render import step_line
     from orchestrator.sandbox.docker_sandbox import DockerSandbox
+    from orchestrator.scenarios.loader import load_trajectory
 
     scenario = _scenario(settings, scenario_id)
-    variant_id = scenario.variant(variant).id
     persona = _persona(settings, persona_id)
     provider, replayed = make_provider(model, scenario, trajectory)
+    if variant is None and replayed is not None:  # a replay runs in its trajectory's variant
+        replay = load_trajectory(trajectory) if trajectory else scenario.trajectory(replayed)
+        variant = replay.variant
+    variant_id = scenario.variant(variant).id
     builder = ImageBuilder(settings)
     image = builder.ensure(scenario.spec.image, _log)
     request = EpisodeRequest(
@@ -313,7 +317,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", required=True, help="scripted, or scripted/NAME")
     run.add_argument("--trajectory", type=Path, help="trajectory file for --model scripted")
     run.add_argument("--persona", default="none")
-    run.add_argument("--variant", help="the scenario's variant (default: its first)")
+    run.add_argument(
+        "--variant", help="the scenario's variant (default: a replay's own, else the first)"
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object")
 
     add(sub, "demo", cmd_demo, "run the shutdown scenario's reference trajectories")
