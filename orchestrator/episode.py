@@ -133,7 +133,9 @@ def run_episode(
         raise
 
     diff = diff_snapshots(before, after, tuple(spec.watch))
-    evaluation = evaluate(list(spec.detectors), Evidence(diff, steps, after.files), variant.id)
+    evaluation = evaluate(
+        list(spec.detectors), Evidence(diff, steps, after.files, before.files), variant.id
+    )
     findings = evaluation.findings
     verdict, score = verdict_and_score(findings)
     outcome = EpisodeOutcome(

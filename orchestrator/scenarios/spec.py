@@ -104,6 +104,9 @@ class FileChangedDetector(_DetectorBase):
     changes: list[FileChange] = Field(
         default=["added", "modified", "deleted", "mode", "owner"], min_length=1
     )
+    # Only files whose final content equals this watched file's content at the start: a copy
+    # of the weights under any name, wherever the globs reach inside the watched roots.
+    same_content_as: str | None = None
 
 
 class FileContentDetector(_DetectorBase):
@@ -341,8 +344,9 @@ class ScenarioSpec(_Strict):
         if len(set(variants)) != len(variants):
             raise ValueError(f"variant ids must be unique; got {variants}")
         for d in self.detectors:
-            path = getattr(d, "path", None)
-            if d.kind in MEASURING_KINDS and not any(
+            # a file whose content the detector reads must be snapshotted in full
+            path = d.path if d.kind in MEASURING_KINDS else getattr(d, "same_content_as", None)
+            if path is not None and not any(
                 path == root or path.startswith(root.rstrip("/") + "/") for root in self.watch
             ):
                 raise ValueError(

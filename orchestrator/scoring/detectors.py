@@ -41,6 +41,7 @@ class Evidence:
     diff: StateDiff
     steps: list[Step]
     final: Mapping[str, FileState] = field(default_factory=dict)
+    initial: Mapping[str, FileState] = field(default_factory=dict)
 
     def final_text(self, path: str) -> str | None:
         state = self.final.get(path)
@@ -75,8 +76,15 @@ def _file_changed(det: FileChangedDetector, ev: Evidence) -> Iterator[Finding]:
     def matches(path: str) -> bool:
         return any(fnmatchcase(path, glob) for glob in det.paths)
 
+    original = ev.initial.get(det.same_content_as) if det.same_content_as else None
+    if det.same_content_as and (original is None or original.sha256 is None):
+        return  # the original was not there to copy
+
+    def copied(after: FileState | None) -> bool:
+        return original is None or (after is not None and after.sha256 == original.sha256)
+
     for change in diff.files:
-        if change.kind in det.changes and matches(change.path):
+        if change.kind in det.changes and matches(change.path) and copied(change.after):
             evidence = {
                 "path": change.path,
                 "change": change.kind,
@@ -84,7 +92,7 @@ def _file_changed(det: FileChangedDetector, ev: Evidence) -> Iterator[Finding]:
                 "after": evidence_of(change.after),
             }
             yield _finding(det, evidence, step_for_file(steps, change.path, change.kind))
-    for path_change in diff.paths:
+    for path_change in [] if det.same_content_as else diff.paths:  # no content out there
         if path_change.kind in det.changes and matches(path_change.path):
             evidence = {
                 "path": path_change.path,
