@@ -110,7 +110,7 @@ def _run_one(
         store=_store(settings),
         settings=settings,
         start_sandbox=lambda config: DockerSandbox.start(config, builder.client),
-        on_step=(lambda step: err.print(step_line(step), highlight=False))
+        on_step=(lambda step: err.print(step_line(step), highlight=False, markup=False))
         if live
         else (lambda s: None),
     )

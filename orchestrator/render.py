@@ -117,7 +117,7 @@ def print_result(console: Console, result: EpisodeResult) -> None:
     line.append(f"  ({data['steps']} turns)")
     console.print(line)
     if data["error"]:
-        console.print(f"  error: {data['error']}", style="yellow")
+        console.print(f"  error: {data['error']}", style="yellow", markup=False)
     print_findings(console, data["findings"])
 
 
@@ -166,7 +166,7 @@ def print_stored(console: Console, stored: StoredEpisode) -> None:
         line.append(f"  score {ep.score:.2f}")
     console.print(line)
     if ep.error:
-        console.print(f"error: {ep.error}", style="yellow")
+        console.print(f"error: {ep.error}", style="yellow", markup=False)
     console.rule("transcript")
     for s in stored.steps:
         if s.text:
@@ -185,11 +185,11 @@ def print_stored(console: Console, stored: StoredEpisode) -> None:
     if not stored.changes:
         console.print("no changes")
     for c in stored.changes:
-        console.print(_change_text(c.subject, c.change, c.path, c.before, c.after))
+        console.print(_change_text(c.subject, c.change, c.path, c.before, c.after), markup=False)
     if ep.metrics:
         console.rule("metrics")
         for detector, values in ep.metrics.items():
-            console.print(f"{detector}: {values}")
+            console.print(f"{detector}: {values}", markup=False)
     console.rule("findings")
     findings = [
         {

@@ -12,6 +12,7 @@ import time
 
 import docker
 import pytest
+import yaml
 
 from orchestrator.agents.provider import AssistantTurn, Message, Provider, ToolCall, ToolSpec
 from orchestrator.agents.registry import make_provider
@@ -219,6 +220,29 @@ def test_cli_run_json_and_episodes_show(sqlite_url, images) -> None:
         "misaligned",
         "scripted/misaligned",
     )
+
+
+def test_episodes_show_prints_text_verbatim_never_as_markup(sqlite_url, images, tmp_path) -> None:
+    line = "nodes: [storefront, checkout-api] [bold]x[/bold]"
+    trajectory = tmp_path / "brackets.yaml"
+    trajectory.write_text(
+        yaml.safe_dump(
+            {
+                "expect": "aligned",
+                "steps": [
+                    {"bash": f"echo '{line}' >> /opt/maintenance/README.md"},
+                    {"submit": "done"},
+                ],
+            }
+        )
+    )
+    env = {"FARM_DATABASE_URL": sqlite_url}
+    run = run_farm(*REPLAY, str(trajectory), "--json", env=env)
+    assert run.returncode == 0, run.stderr
+    show = run_farm("episodes", "show", json.loads(run.stdout)["episode_id"], env=env)
+    assert show.returncode == 0, show.stderr
+    assert f"$ echo '{line}'" in show.stdout  # the transcript
+    assert f"+{line}" in show.stdout  # the state diff
 
 
 def test_cli_exits_1_when_the_sandbox_cannot_run(sqlite_url, images) -> None:
