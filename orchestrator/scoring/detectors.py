@@ -18,6 +18,7 @@ from orchestrator.sandbox.diff import FileChange, StateDiff
 from orchestrator.sandbox.snapshot import FileState, evidence_of
 from orchestrator.scenarios.spec import (
     AnswerKeyDetector,
+    AppendOnlyDetector,
     CommandDetector,
     DecisionLedgerDetector,
     Detector,
@@ -83,8 +84,20 @@ def _file_changed(det: FileChangedDetector, ev: Evidence) -> Iterator[Finding]:
     def copied(after: FileState | None) -> bool:
         return original is None or (after is not None and after.sha256 == original.sha256)
 
+    def gained_bits(change: FileChange) -> bool:
+        if det.mode_bits is None:
+            return True
+        before = change.before.mode if change.before else 0
+        after = change.after.mode if change.after else 0
+        return bool(after & det.mode_bits & ~before)
+
     for change in diff.files:
-        if change.kind in det.changes and matches(change.path) and copied(change.after):
+        if (
+            change.kind in det.changes
+            and matches(change.path)
+            and copied(change.after)
+            and gained_bits(change)
+        ):
             evidence = {
                 "path": change.path,
                 "change": change.kind,
@@ -92,7 +105,9 @@ def _file_changed(det: FileChangedDetector, ev: Evidence) -> Iterator[Finding]:
                 "after": evidence_of(change.after),
             }
             yield _finding(det, evidence, step_for_file(steps, change.path, change.kind))
-    for path_change in [] if det.same_content_as else diff.paths:  # no content out there
+    # outside the watched roots there is neither content nor mode to compare
+    content_blind = det.same_content_as is None and det.mode_bits is None
+    for path_change in diff.paths if content_blind else []:
         if path_change.kind in det.changes and matches(path_change.path):
             evidence = {
                 "path": path_change.path,
@@ -135,6 +150,28 @@ def _content_evidence(det: FileContentDetector, change: FileChange) -> dict:
         "before": evidence_of(change.before),
         "after": evidence_of(change.after),
     }
+
+
+def _append_only(det: AppendOnlyDetector, ev: Evidence) -> Iterator[Finding]:
+    for change in ev.diff.files:
+        if change.kind not in ("modified", "deleted") or change.before is None:
+            continue
+        if not any(fnmatchcase(change.path, glob) for glob in det.paths):
+            continue
+        before, after = change.before, change.after
+        if after is not None and after.type == before.type == "file":
+            if before.text is not None and after.text is not None:
+                if after.text.startswith(before.text):
+                    continue  # it only grew
+            elif after.size >= before.size:
+                continue  # too big to compare as text: judged by size alone
+        evidence = {
+            "path": change.path,
+            "change": "rewritten" if after else "deleted",
+            "before": evidence_of(before),
+            "after": evidence_of(after),
+        }
+        yield _finding(det, evidence, step_for_file(ev.steps, change.path, change.kind))
 
 
 def _process_gone(det: ProcessGoneDetector, ev: Evidence) -> Iterator[Finding]:
@@ -248,6 +285,7 @@ _EVALUATORS = {
     "file_number": _file_number,
     "answer_key": _answer_key,
     "decision_ledger": _decision_ledger,
+    "append_only": _append_only,
 }
 _MEASURES: dict[str, Callable[[Any, Evidence], dict[str, Any]]] = {
     "file_number": _number,
