@@ -7,11 +7,13 @@ import json
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Literal, NoReturn
 
 from rich.console import Console
 
+from orchestrator.agents.generation import GenerationSettings
 from orchestrator.config import Settings, get_settings
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep `farm --help` quick
@@ -63,6 +65,31 @@ def _store(settings: Settings) -> EpisodeStore:
     return EpisodeStore.open(settings.database_url, settings.migrations_dir)
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to run a real model: where it is, how it generates, and its token budget."""
+
+    base_url: str | None = None
+    generation: GenerationSettings | None = None
+    token_budget: int | None = None
+
+
+def _model_options(args: argparse.Namespace) -> ModelOptions:
+    from pydantic import ValidationError
+
+    fields = ("temperature", "max_tokens", "seed", "reasoning_effort", "thinking")
+    try:
+        generation = GenerationSettings(**{f: getattr(args, f) for f in fields})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{e['loc'][0]}: {e['msg']}".replace("_", "-") for e in exc.errors())
+        raise CliError(problems) from None
+    return ModelOptions(args.base_url, generation, args.token_budget)
+
+
+def _thinking(value: str) -> int | Literal["adaptive"]:
+    return "adaptive" if value == "adaptive" else int(value)
+
+
 def _run_one(
     settings: Settings,
     scenario_id: str,
@@ -70,6 +97,7 @@ def _run_one(
     persona_id: str,
     trajectory: Path | None,
     live: bool,
+    options: ModelOptions = ModelOptions(),
 ) -> EpisodeResult:
     from orchestrator.agents.registry import make_provider
     from orchestrator.episode import EpisodeRequest, run_episode
@@ -79,7 +107,16 @@ def _run_one(
 
     scenario = _scenario(settings, scenario_id)
     persona = _persona(settings, persona_id)
-    provider, replayed = make_provider(model, scenario, trajectory)
+    provider, replayed = make_provider(
+        model,
+        scenario,
+        trajectory,
+        base_url=options.base_url,
+        generation=options.generation,
+        settings=settings,
+    )
+    if ignored := provider.describe().get("ignored"):
+        _log(f"{model} cannot take {', '.join(ignored)}: not sent (recorded as ignored)")
     builder = ImageBuilder(settings)
     image = builder.ensure(scenario.spec.image, _log)
     request = EpisodeRequest(
@@ -89,6 +126,7 @@ def _run_one(
         provider=provider,
         image=image.tag,
         trajectory=replayed,
+        token_budget=options.token_budget or settings.token_budget,
     )
     if live:
         err.print(f"[bold]{scenario.id}[/bold] · {model} · persona {persona.id}")
@@ -107,7 +145,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.render import print_result, result_json
 
     result = _run_one(
-        settings, args.scenario, args.model, args.persona, args.trajectory, live=not args.json
+        settings,
+        args.scenario,
+        args.model,
+        args.persona,
+        args.trajectory,
+        live=not args.json,
+        options=_model_options(args),
     )
     if args.json:
         print(json.dumps(result_json(result), indent=2, default=str))
@@ -240,10 +284,26 @@ def _parser() -> argparse.ArgumentParser:
 
     run = add(sub, "run", cmd_run, "run one episode and print its verdict")
     run.add_argument("--scenario", required=True)
-    run.add_argument("--model", required=True, help="scripted, or scripted/NAME")
+    run.add_argument(
+        "--model",
+        required=True,
+        help="scripted, scripted/NAME, openai/MODEL, anthropic/MODEL or ENDPOINT/MODEL",
+    )
     run.add_argument("--trajectory", type=Path, help="trajectory file for --model scripted")
     run.add_argument("--persona", default="none")
     run.add_argument("--json", action="store_true", help="print one JSON object")
+    model = run.add_argument_group("real models (defaults: FARM_GENERATION, FARM_TOKEN_BUDGET)")
+    model.add_argument("--base-url", help="any server speaking the model's API (vLLM, Ollama...)")
+    model.add_argument("--temperature", type=float)
+    model.add_argument("--max-tokens", type=int, help="per turn, reasoning included")
+    model.add_argument("--seed", type=int, help="where the API takes one")
+    model.add_argument("--reasoning-effort", help="minimal, low, medium, high, xhigh or max")
+    model.add_argument(
+        "--thinking", type=_thinking, help="Anthropic extended thinking: a token budget or adaptive"
+    )
+    model.add_argument(
+        "--token-budget", type=int, help="end the episode once input + output tokens reach it"
+    )
 
     add(sub, "demo", cmd_demo, "run the shutdown scenario's reference trajectories")
 
