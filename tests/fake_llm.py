@@ -220,14 +220,18 @@ class FakeLLM:
         if reply.reasoning:
             signature = "sig-" + hashlib.sha256(f"{n}:{reply.reasoning}".encode()).hexdigest()[:24]
             self._issued_thinking[signature] = reply.reasoning
-            content.append({"type": "thinking", "thinking": reply.reasoning, "signature": signature})
+            content.append(
+                {"type": "thinking", "thinking": reply.reasoning, "signature": signature}
+            )
         if reply.text:
             content.append({"type": "text", "text": reply.text})
         for i, call in enumerate(reply.calls):
             tool_id = f"toolu_{n:03d}_{i}"
             if signature:
                 self._thinking_of_tool_use[tool_id] = signature
-            content.append({"type": "tool_use", "id": tool_id, "name": call.name, "input": call.arguments})
+            content.append(
+                {"type": "tool_use", "id": tool_id, "name": call.name, "input": call.arguments}
+            )
         u = reply.usage
         return {
             "id": f"msg_{n:03d}",

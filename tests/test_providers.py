@@ -19,46 +19,18 @@ from orchestrator.agents.registry import UnknownModelError, make_provider
 from orchestrator.agents.remote import RemoteProvider
 from orchestrator.agents.tools import TOOLS
 from orchestrator.config import Endpoint, Settings
-from tests.conftest import SHUTDOWN
+from tests.conftest import KEY, SHUTDOWN, Sleeps, fast_settings
 from tests.fake_llm import Call, Drop, Fail, FakeLLM, Hold, Reply, Slow, Usage
 
-KEY = "sk-test-9f8e7d6c5b4a-never-store-me"
 SYSTEM = "You are a careful assistant."
 TASK = "Archive the logs."
 APIS = ("openai", "anthropic")
-KEY_VARIABLE = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeLLM]:
     with FakeLLM() as server:
         yield server
-
-
-@pytest.fixture
-def keys(monkeypatch: pytest.MonkeyPatch) -> str:
-    for variable in KEY_VARIABLE.values():
-        monkeypatch.setenv(variable, KEY)
-    return KEY
-
-
-def fast_settings(**overrides: object) -> Settings:
-    """Retries that wait milliseconds; a short timeout for the slow-answer tests."""
-    fields: dict[str, object] = {
-        "retry_attempts": 5,
-        "retry_base_seconds": 0.01,
-        "retry_cap_seconds": 0.02,
-        "provider_timeout_seconds": 2.0,
-        **overrides,
-    }
-    return Settings(**fields)  # type: ignore[arg-type]
-
-
-class Sleeps(list):
-    """Records each wait a retrier asks for, instead of waiting."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
 
 
 def provider_for(
@@ -89,7 +61,7 @@ def opening() -> list[Message]:
 # -- one turn, both wire formats ------------------------------------------------------------
 
 
-def test_openai_turn_carries_prompt_tools_settings_and_key(fake, scenarios, keys) -> None:
+def test_openai_turn_carries_prompt_tools_settings_and_key(fake, scenarios, api_keys) -> None:
     fake.push(
         Reply(
             text="Looking around first.",
@@ -131,7 +103,7 @@ def test_openai_turn_carries_prompt_tools_settings_and_key(fake, scenarios, keys
 
 
 def test_anthropic_turn_with_thinking_and_unsupported_settings_ignored(
-    fake, scenarios, keys
+    fake, scenarios, api_keys
 ) -> None:
     fake.push(
         Reply(
@@ -141,9 +113,7 @@ def test_anthropic_turn_with_thinking_and_unsupported_settings_ignored(
             usage=Usage(input=900, output=80, cached=300, reasoning=30),
         )
     )
-    provider = provider_for(
-        "anthropic", fake, scenarios, thinking=2048, temperature=0.5, seed=1
-    )
+    provider = provider_for("anthropic", fake, scenarios, thinking=2048, temperature=0.5, seed=1)
     turn = provider.next_turn(opening(), TOOLS)
 
     assert fake.rejections == []
@@ -171,7 +141,7 @@ def test_anthropic_turn_with_thinking_and_unsupported_settings_ignored(
 
 
 def test_anthropic_sends_thinking_back_and_merges_consecutive_user_messages(
-    fake, scenarios, keys
+    fake, scenarios, api_keys
 ) -> None:
     fake.push(
         Reply(
@@ -212,7 +182,7 @@ def test_anthropic_sends_thinking_back_and_merges_consecutive_user_messages(
     assert [b["text"] for b in nudged["content"]] == ["No tool was called.", "Another escalation."]
 
 
-def test_openai_sends_the_conversation_as_it_is(fake, scenarios, keys) -> None:
+def test_openai_sends_the_conversation_as_it_is(fake, scenarios, api_keys) -> None:
     fake.push(
         Reply(calls=(Call("bash", {"command": "ls"}),)),
         Reply(calls=(Call("submit", {"answer": "done"}),)),
@@ -234,7 +204,7 @@ def test_openai_sends_the_conversation_as_it_is(fake, scenarios, keys) -> None:
 
 
 def test_openai_malformed_arguments_are_kept_raw_and_echoed_as_an_empty_object(
-    fake, scenarios, keys
+    fake, scenarios, api_keys
 ) -> None:
     fake.push(
         Reply(calls=(Call("bash", '{"command": "ls'),)),
@@ -259,7 +229,7 @@ def test_openai_malformed_arguments_are_kept_raw_and_echoed_as_an_empty_object(
 
 
 @pytest.mark.parametrize("api", APIS)
-def test_rate_limits_are_retried_honouring_retry_after(api, fake, scenarios, keys) -> None:
+def test_rate_limits_are_retried_honouring_retry_after(api, fake, scenarios, api_keys) -> None:
     fake.push(
         Fail(429, {"retry-after": "7"}, "slow down"),
         Fail(429, {"retry-after-ms": "1500"}, "slow down"),
@@ -275,7 +245,7 @@ def test_rate_limits_are_retried_honouring_retry_after(api, fake, scenarios, key
     assert sleeps[2] <= 0.02  # without one, the (test-sized) backoff
 
 
-def test_retry_after_is_capped(fake, scenarios, keys) -> None:
+def test_retry_after_is_capped(fake, scenarios, api_keys) -> None:
     fake.push(Fail(429, {"retry-after": "86400"}), Reply(text="ok"))
     sleeps = Sleeps()
     settings = fast_settings(retry_after_max_seconds=30)
@@ -287,7 +257,7 @@ def test_retry_after_is_capped(fake, scenarios, keys) -> None:
 
 @pytest.mark.parametrize("api", APIS)
 def test_server_errors_timeouts_and_dropped_connections_are_retried(
-    api, fake, scenarios, keys
+    api, fake, scenarios, api_keys
 ) -> None:
     fake.push(
         Fail(500, message="internal"),
@@ -306,7 +276,9 @@ def test_server_errors_timeouts_and_dropped_connections_are_retried(
 
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("status", [400, 401, 404])
-def test_refused_requests_fail_at_once_without_the_key(api, status, fake, scenarios, keys) -> None:
+def test_refused_requests_fail_at_once_without_the_key(
+    api, status, fake, scenarios, api_keys
+) -> None:
     fake.push(Fail(status, message=f"Incorrect API key provided: {KEY}"), Reply(text="never"))
     sleeps = Sleeps()
     with pytest.raises(ProviderError) as raised:
@@ -318,7 +290,7 @@ def test_refused_requests_fail_at_once_without_the_key(api, status, fake, scenar
 
 
 @pytest.mark.parametrize("api", APIS)
-def test_retry_budget_running_out_is_a_provider_error(api, fake, scenarios, keys) -> None:
+def test_retry_budget_running_out_is_a_provider_error(api, fake, scenarios, api_keys) -> None:
     fake.push(*[Fail(503, message="down")] * 10)
     sleeps = Sleeps()
     settings = fast_settings(retry_attempts=3)
@@ -329,7 +301,7 @@ def test_retry_budget_running_out_is_a_provider_error(api, fake, scenarios, keys
     assert len(fake.requests) == 4 and len(sleeps) == 3
 
 
-def test_nothing_listening_is_a_provider_error(scenarios, keys) -> None:
+def test_nothing_listening_is_a_provider_error(scenarios, api_keys) -> None:
     with socket.socket() as s:  # a port that was free a moment ago, now closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -344,7 +316,7 @@ def test_nothing_listening_is_a_provider_error(scenarios, keys) -> None:
         provider.next_turn(opening(), TOOLS)
 
 
-def test_concurrency_is_limited_per_server(fake, scenarios, keys) -> None:
+def test_concurrency_is_limited_per_server(fake, scenarios, api_keys) -> None:
     # Each request is held until three are in flight at once, or two seconds pass: with a
     # limit of two per server, three never are.
     fake.push(*[Hold(peak=3, seconds=2, then=Reply(text="ok"))] * 4)
@@ -366,11 +338,9 @@ def test_concurrency_is_limited_per_server(fake, scenarios, keys) -> None:
 # -- model strings ----------------------------------------------------------------------------
 
 
-def test_model_strings_name_providers_and_endpoints(scenarios, keys, monkeypatch) -> None:
+def test_model_strings_name_providers_and_endpoints(scenarios, api_keys, monkeypatch) -> None:
     scenario = scenarios[SHUTDOWN]
-    settings = Settings(
-        endpoints={"vllm": Endpoint(base_url="http://gpu-1:8000/v1", api="openai")}
-    )
+    settings = Settings(endpoints={"vllm": Endpoint(base_url="http://gpu-1:8000/v1", api="openai")})
     provider, _ = make_provider("vllm/Qwen/Qwen3-8B", scenario, settings=settings)
     assert isinstance(provider, RemoteProvider)
     assert provider.describe()["model"] == "Qwen/Qwen3-8B"
@@ -398,7 +368,9 @@ def test_model_strings_name_providers_and_endpoints(scenarios, keys, monkeypatch
     make_provider("openai/llama", scenario, base_url="http://127.0.0.1:8080/v1", settings=settings)
 
 
-def test_generation_defaults_come_from_settings_and_flags_override_them(scenarios, keys) -> None:
+def test_generation_defaults_come_from_settings_and_flags_override_them(
+    scenarios, api_keys
+) -> None:
     settings = Settings(generation=GenerationSettings(temperature=0.0, max_tokens=1000))
     provider, _ = make_provider(
         "openai/m",
