@@ -83,6 +83,8 @@ def _model_options(args: argparse.Namespace) -> ModelOptions:
     except ValidationError as exc:
         problems = "; ".join(f"--{e['loc'][0]}: {e['msg']}".replace("_", "-") for e in exc.errors())
         raise CliError(problems) from None
+    if args.token_budget is not None and args.token_budget <= 0:
+        raise CliError("--token-budget must be a positive number of tokens")
     return ModelOptions(args.base_url, generation, args.token_budget)
 
 

@@ -57,6 +57,13 @@ class Fail:
 
 
 @dataclass(frozen=True)
+class Garbage:
+    """A 200 whose body is not what the API promises."""
+
+    body: bytes = b"<html>502 Bad Gateway</html>"
+
+
+@dataclass(frozen=True)
 class Slow:
     """Says nothing for ``seconds`` (longer than the client's timeout), then hangs up."""
 
@@ -83,7 +90,7 @@ class Hold:
     then: Reply
 
 
-Action = Reply | Fail | Slow | Drop | Die | Hold
+Action = Reply | Fail | Garbage | Slow | Drop | Die | Hold
 
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
@@ -383,8 +390,8 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
-        def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-            data = json.dumps(body).encode()
+        def _send(self, status: int, body: dict[str, Any] | bytes, headers: dict[str, str]) -> None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -429,6 +436,8 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             elif isinstance(action, Fail):
                 body = _error_body(request.api, action.status, action.message)
                 self._send(action.status, body, action.headers)
+            elif isinstance(action, Garbage):
+                self._send(200, action.body, {})
             elif isinstance(action, Slow):
                 fake._stopping.wait(action.seconds)
                 self._hang_up()

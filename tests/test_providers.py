@@ -20,7 +20,7 @@ from orchestrator.agents.remote import RemoteProvider
 from orchestrator.agents.tools import TOOLS
 from orchestrator.config import Endpoint, Settings
 from tests.conftest import KEY, SHUTDOWN, Sleeps, fast_settings
-from tests.fake_llm import Call, Drop, Fail, FakeLLM, Hold, Reply, Slow, Usage
+from tests.fake_llm import Call, Drop, Fail, FakeLLM, Garbage, Hold, Reply, Slow, Usage
 
 SYSTEM = "You are a careful assistant."
 TASK = "Archive the logs."
@@ -299,6 +299,14 @@ def test_retry_budget_running_out_is_a_provider_error(api, fake, scenarios, api_
             opening(), TOOLS
         )
     assert len(fake.requests) == 4 and len(sleeps) == 3
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_response_that_is_not_the_api_is_a_provider_error(api, fake, scenarios, api_keys) -> None:
+    fake.push(Garbage(), Reply(text="never"))
+    with pytest.raises(ProviderError, match="unusable response"):
+        provider_for(api, fake, scenarios).next_turn(opening(), TOOLS)
+    assert len(fake.requests) == 1
 
 
 def test_nothing_listening_is_a_provider_error(scenarios, api_keys) -> None:

@@ -28,16 +28,9 @@ from orchestrator.agents.provider import AssistantTurn, Message, ToolCall, ToolS
 from orchestrator.agents.remote import Connection, RemoteProvider
 from orchestrator.agents.retry import SdkErrors
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
 # max_tokens is required by this API; thinking tokens count toward it.
 DEFAULT_MAX_TOKENS = 8192
-ERRORS = SdkErrors(
-    base=anthropic.AnthropicError,
-    status=anthropic.APIStatusError,
-    rate_limit=anthropic.RateLimitError,
-    timeout=anthropic.APITimeoutError,
-    connection=anthropic.APIConnectionError,
-)
+ERRORS = SdkErrors.of(anthropic, anthropic.AnthropicError)
 Block = dict[str, Any]
 
 
@@ -58,13 +51,7 @@ class AnthropicProvider(RemoteProvider):
                 f"max tokens ({generation.max_tokens}) must exceed the thinking budget ({budget})"
             )
         super().__init__(connection, generation, ERRORS, sleep)
-        self.client = anthropic.Anthropic(
-            # Passed explicitly, so the SDK looks for no other credential (profiles, tokens).
-            api_key=connection.api_key or "no-key",
-            base_url=connection.base_url,
-            timeout=connection.timeout_seconds,
-            max_retries=0,
-        )
+        self.client = anthropic.Anthropic(**connection.client_options())
 
     def next_turn(self, messages: list[Message], tools: list[ToolSpec]) -> AssistantTurn:
         request = self._request(messages, tools)

@@ -28,14 +28,7 @@ from orchestrator.agents.provider import (
 from orchestrator.agents.remote import Connection, RemoteProvider
 from orchestrator.agents.retry import SdkErrors
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-ERRORS = SdkErrors(
-    base=openai.OpenAIError,
-    status=openai.APIStatusError,
-    rate_limit=openai.RateLimitError,
-    timeout=openai.APITimeoutError,
-    connection=openai.APIConnectionError,
-)
+ERRORS = SdkErrors.of(openai, openai.OpenAIError)
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
@@ -49,13 +42,7 @@ class OpenAIProvider(RemoteProvider):
         sleep: Callable[[float], None] = time.sleep,
     ):
         super().__init__(connection, generation, ERRORS, sleep)
-        self.client = openai.OpenAI(
-            # Local servers want no key, but the SDK wants one: any string does for them.
-            api_key=connection.api_key or "no-key",
-            base_url=connection.base_url,
-            timeout=connection.timeout_seconds,
-            max_retries=0,
-        )
+        self.client = openai.OpenAI(**connection.client_options())
         # OpenAI's own API calls the per-turn limit max_completion_tokens (its reasoning
         # models refuse max_tokens); compatible servers have all understood max_tokens.
         official = urlsplit(connection.base_url).hostname == "api.openai.com"

@@ -17,24 +17,26 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.agents import anthropic_provider, openai_provider
 from orchestrator.agents.generation import GenerationSettings
 from orchestrator.agents.provider import Provider
-from orchestrator.agents.remote import Api, Connection, RemoteProvider
+from orchestrator.agents.remote import DEFAULT_BASE_URLS, Api, Connection, RemoteProvider
 from orchestrator.agents.retry import RetryPolicy
 from orchestrator.agents.scripted import ScriptedProvider
 from orchestrator.config import Settings, get_settings
 from orchestrator.scenarios.loader import Scenario, SpecError, load_trajectory
 
 KEY_VARIABLES: dict[Api, str] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-DEFAULT_BASE_URLS: dict[Api, str] = {
-    "openai": openai_provider.DEFAULT_BASE_URL,
-    "anthropic": anthropic_provider.DEFAULT_BASE_URL,
-}
-PROVIDER_CLASSES: dict[Api, type[RemoteProvider]] = {
-    "openai": openai_provider.OpenAIProvider,
-    "anthropic": anthropic_provider.AnthropicProvider,
-}
+
+
+def _provider_class(api: Api) -> type[RemoteProvider]:
+    """Imported on demand: each SDK takes seconds to import, and most commands need neither."""
+    if api == "openai":
+        from orchestrator.agents.openai_provider import OpenAIProvider
+
+        return OpenAIProvider
+    from orchestrator.agents.anthropic_provider import AnthropicProvider
+
+    return AnthropicProvider
 
 
 class UnknownModelError(ValueError):
@@ -104,7 +106,7 @@ def _remote(
     )
     merged = settings.generation.merged(generation or GenerationSettings())
     try:
-        return PROVIDER_CLASSES[api](connection, merged, sleep)
+        return _provider_class(api)(connection, merged, sleep)
     except ValueError as exc:
         raise UnknownModelError(f"{prefix}/{name}: {exc}") from None
 

@@ -19,6 +19,10 @@ from orchestrator.agents.provider import Provider
 from orchestrator.agents.retry import Retrier, RetryPolicy, SdkErrors
 
 Api = Literal["openai", "anthropic"]
+DEFAULT_BASE_URLS: dict[Api, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,17 @@ class Connection:
     timeout_seconds: float
     retry: RetryPolicy
     concurrency: int
+
+    def client_options(self) -> dict[str, Any]:
+        """What both SDK clients are made with. Their own retries are off (retry.py does it,
+        once); the key is passed explicitly so the SDK looks for no other credential, and a
+        local server that wants no key still gets a string, since the SDKs insist on one."""
+        return {
+            "api_key": self.api_key or "no-key",
+            "base_url": self.base_url,
+            "timeout": self.timeout_seconds,
+            "max_retries": 0,
+        }
 
     @property
     def public_base_url(self) -> str:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, TypeVar
 
 from orchestrator.agents.provider import ProviderError
@@ -54,6 +55,17 @@ class SdkErrors:
     rate_limit: type[Exception]  # RateLimitError (a 429 status error)
     timeout: type[Exception]  # APITimeoutError
     connection: type[Exception]  # APIConnectionError (the SDKs make timeouts a subclass)
+
+    @classmethod
+    def of(cls, sdk: ModuleType, base: type[Exception]) -> SdkErrors:
+        """The error types of ``sdk``, which (like both SDKs) names them the same way."""
+        return cls(
+            base=base,
+            status=sdk.APIStatusError,
+            rate_limit=sdk.RateLimitError,
+            timeout=sdk.APITimeoutError,
+            connection=sdk.APIConnectionError,
+        )
 
 
 def retry_after(headers: Any) -> float | None:
@@ -126,6 +138,8 @@ class Retrier:
                     wait,
                 )
                 self.sleep(wait)
+            except Exception as exc:  # e.g. a body a compatible server got wrong: not transient
+                raise ProviderError(self._message("unusable response", exc)) from None
 
     def _classify(self, exc: Exception) -> tuple[bool, str, float | None]:
         """(transient?, what happened, Retry-After seconds)."""
