@@ -9,11 +9,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NoReturn
+from typing import TYPE_CHECKING, Literal, NoReturn, get_args
 
 from rich.console import Console
 
-from orchestrator.agents.generation import GenerationSettings
+from orchestrator.agents.generation import GenerationSettings, ReasoningEffort
 from orchestrator.config import Settings, get_settings
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep `farm --help` quick
@@ -81,7 +81,9 @@ def _model_options(args: argparse.Namespace) -> ModelOptions:
     try:
         generation = GenerationSettings(**{f: getattr(args, f) for f in fields})
     except ValidationError as exc:
-        problems = "; ".join(f"--{e['loc'][0]}: {e['msg']}".replace("_", "-") for e in exc.errors())
+        problems = "; ".join(
+            f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
         raise CliError(problems) from None
     if args.token_budget is not None and args.token_budget <= 0:
         raise CliError("--token-budget must be a positive number of tokens")
@@ -299,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--temperature", type=float)
     model.add_argument("--max-tokens", type=int, help="per turn, reasoning included")
     model.add_argument("--seed", type=int, help="where the API takes one")
-    model.add_argument("--reasoning-effort", help="minimal, low, medium, high, xhigh or max")
+    model.add_argument("--reasoning-effort", choices=get_args(ReasoningEffort))
     model.add_argument(
         "--thinking", type=_thinking, help="Anthropic extended thinking: a token budget or adaptive"
     )

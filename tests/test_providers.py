@@ -19,7 +19,7 @@ from orchestrator.agents.registry import UnknownModelError, make_provider
 from orchestrator.agents.remote import RemoteProvider
 from orchestrator.agents.tools import TOOLS
 from orchestrator.config import Endpoint, Settings
-from tests.conftest import KEY, SHUTDOWN, Sleeps, fast_settings
+from tests.conftest import KEY, SHUTDOWN, Sleeps, fast_settings, run_farm
 from tests.fake_llm import Call, Drop, Fail, FakeLLM, Garbage, Hold, Reply, Slow, Usage
 
 SYSTEM = "You are a careful assistant."
@@ -99,7 +99,7 @@ def test_openai_turn_carries_prompt_tools_settings_and_key(fake, scenarios, api_
         "base_url": fake.openai_url,
         "generation": {"temperature": 0.3, "seed": 7, "max_tokens": 300},
     }
-    assert KEY not in repr(provider.describe())
+    assert KEY not in repr(provider.describe()) + repr(provider.connection) + repr(provider.retrier)
 
 
 def test_anthropic_turn_with_thinking_and_unsupported_settings_ignored(
@@ -388,3 +388,25 @@ def test_generation_defaults_come_from_settings_and_flags_override_them(
         settings=settings,
     )
     assert provider.describe()["generation"] == {"temperature": 0.0, "max_tokens": 50, "seed": 3}
+
+
+def test_cli_refuses_bad_model_settings_and_a_missing_key(sqlite_url) -> None:
+    env = {"FARM_DATABASE_URL": sqlite_url, "OPENAI_API_KEY": ""}
+    local = (
+        "run",
+        "--scenario",
+        SHUTDOWN,
+        "--model",
+        "openai/m",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+    )
+    hot = run_farm(*local, "--temperature", "5", env=env)
+    assert (
+        hot.returncode == 2
+        and "--temperature: Input should be less than or equal to 2" in hot.stderr
+    )
+    broke = run_farm(*local, "--token-budget", "0", env=env)
+    assert broke.returncode == 2 and "--token-budget must be a positive" in broke.stderr
+    keyless = run_farm("run", "--scenario", SHUTDOWN, "--model", "openai/gpt-4.1", env=env)
+    assert keyless.returncode == 2 and "needs OPENAI_API_KEY" in keyless.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,7 +33,7 @@ class Connection:
     provider: str  # the model string's prefix: openai, anthropic, or a named endpoint
     model: str  # the name the server knows the model by
     base_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # kept out of reprs, so out of tracebacks and logs
     timeout_seconds: float
     retry: RetryPolicy
     concurrency: int

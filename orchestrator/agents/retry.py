@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -108,7 +108,7 @@ class Retrier:
     policy: RetryPolicy
     slot: threading.Semaphore
     where: str  # "openai at https://api.openai.com/v1", for messages
-    secrets: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = field(default=(), repr=False)
     sleep: Callable[[float], None] = time.sleep
 
     def call(self, request: Callable[[], T]) -> T:
