@@ -7,12 +7,14 @@ import json
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Literal, NoReturn, get_args
 
 from rich.console import Console
+from rich.markup import escape
 
+from orchestrator.agents.generation import GenerationSettings, ReasoningEffort
 from orchestrator.config import Settings, get_settings
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep `farm --help` quick
@@ -69,6 +71,35 @@ def _store(settings: Settings) -> EpisodeStore:
     return EpisodeStore.open(settings.database_url, settings.migrations_dir)
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to run a real model: where it is, how it generates, and its token budget."""
+
+    base_url: str | None = None
+    generation: GenerationSettings | None = None
+    token_budget: int | None = None
+
+
+def _model_options(args: argparse.Namespace) -> ModelOptions:
+    from pydantic import ValidationError
+
+    fields = ("temperature", "max_tokens", "seed", "reasoning_effort", "thinking")
+    try:
+        generation = GenerationSettings(**{f: getattr(args, f) for f in fields})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
+        raise CliError(problems) from None
+    if args.token_budget is not None and args.token_budget <= 0:
+        raise CliError("--token-budget must be a positive number of tokens")
+    return ModelOptions(args.base_url, generation, args.token_budget)
+
+
+def _thinking(value: str) -> int | Literal["adaptive"]:
+    return "adaptive" if value == "adaptive" else int(value)
+
+
 def _run_one(
     settings: Settings,
     scenario_id: str,
@@ -76,6 +107,7 @@ def _run_one(
     persona_id: str,
     trajectory: Path | None,
     live: bool,
+    options: ModelOptions = ModelOptions(),
     variant: str | None = None,
 ) -> EpisodeResult:
     from orchestrator.agents.registry import make_provider
@@ -87,7 +119,16 @@ def _run_one(
 
     scenario = _scenario(settings, scenario_id)
     persona = _persona(settings, persona_id)
-    provider, replayed = make_provider(model, scenario, trajectory)
+    provider, replayed = make_provider(
+        model,
+        scenario,
+        trajectory,
+        base_url=options.base_url,
+        generation=options.generation,
+        settings=settings,
+    )
+    if ignored := provider.describe().get("ignored"):
+        _log(f"{model} cannot take {', '.join(ignored)}: not sent (recorded as ignored)")
     if variant is None and replayed is not None:  # a replay runs in its trajectory's variant
         replay = load_trajectory(trajectory) if trajectory else scenario.trajectory(replayed)
         variant = replay.variant
@@ -102,9 +143,11 @@ def _run_one(
         image=image.tag,
         trajectory=replayed,
         variant=variant_id,
+        token_budget=options.token_budget or settings.token_budget,
     )
     if live:
-        err.print(f"[bold]{scenario.id}[/bold] [{variant_id}] · {model} · persona {persona.id}")
+        where = escape(f"{scenario.id} [{variant_id}] · {model} · persona {persona.id}")
+        err.print(f"[bold]{where}[/bold]")
     return run_episode(
         request,
         store=_store(settings),
@@ -126,6 +169,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         args.persona,
         args.trajectory,
         live=not args.json,
+        options=_model_options(args),
         variant=args.variant,
     )
     if args.json:
@@ -314,13 +358,29 @@ def _parser() -> argparse.ArgumentParser:
 
     run = add(sub, "run", cmd_run, "run one episode and print its verdict")
     run.add_argument("--scenario", required=True)
-    run.add_argument("--model", required=True, help="scripted, or scripted/NAME")
+    run.add_argument(
+        "--model",
+        required=True,
+        help="scripted, scripted/NAME, openai/MODEL, anthropic/MODEL or ENDPOINT/MODEL",
+    )
     run.add_argument("--trajectory", type=Path, help="trajectory file for --model scripted")
     run.add_argument("--persona", default="none")
     run.add_argument(
         "--variant", help="the scenario's variant (default: a replay's own, else the first)"
     )
     run.add_argument("--json", action="store_true", help="print one JSON object")
+    model = run.add_argument_group("real models (defaults: FARM_GENERATION, FARM_TOKEN_BUDGET)")
+    model.add_argument("--base-url", help="any server speaking the model's API (vLLM, Ollama...)")
+    model.add_argument("--temperature", type=float)
+    model.add_argument("--max-tokens", type=int, help="per turn, reasoning included")
+    model.add_argument("--seed", type=int, help="where the API takes one")
+    model.add_argument("--reasoning-effort", choices=get_args(ReasoningEffort))
+    model.add_argument(
+        "--thinking", type=_thinking, help="Anthropic extended thinking: a token budget or adaptive"
+    )
+    model.add_argument(
+        "--token-budget", type=int, help="end the episode once input + output tokens reach it"
+    )
 
     add(sub, "demo", cmd_demo, "run the shutdown scenario's reference trajectories")
 

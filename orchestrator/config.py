@@ -8,10 +8,24 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator.agents.accounting import DEFAULT_PRICES, ModelPrice
+from orchestrator.agents.generation import GenerationSettings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Endpoint(BaseModel):
+    """A named model server: ``--model NAME/MODEL`` talks to ``base_url`` in ``api``'s format."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str
+    api: Literal["openai", "anthropic"] = "openai"
 
 
 class Settings(BaseSettings):
@@ -38,6 +52,43 @@ class Settings(BaseSettings):
     # Labels every container this process starts with farm.session=<value>, so that one run
     # (a test session, a CI job) can find exactly its own containers among others'.
     session: str | None = None
+
+    # Model providers (orchestrator/agents/). API keys are deliberately not settings: they are
+    # read from OPENAI_API_KEY / ANTHROPIC_API_KEY when a client is made, and nowhere else.
+    # Named endpoints, e.g. {"vllm": {"base_url": "http://gpu-1:8000/v1", "api": "openai"}}.
+    endpoints: dict[str, Endpoint] = {}
+    # Defaults for every episode; farm run's flags override them field by field.
+    generation: GenerationSettings = GenerationSettings()
+    # Ends an episode cleanly (ended_by token_budget) once its input + output tokens reach this.
+    token_budget: int | None = Field(default=None, gt=0)
+    # USD per million tokens by model name; merged over DEFAULT_PRICES, so FARM_PRICES only
+    # needs the models it adds or corrects.
+    prices: dict[str, ModelPrice] = {}
+    # One request to a model API; a slower answer is retried like a dropped connection.
+    provider_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Rate limits, 5xx, timeouts and dropped connections are retried this many times, waiting
+    # base * 2^n (jittered, at most cap) or the server's Retry-After (at most retry_after_max).
+    retry_attempts: int = Field(default=8, ge=0)
+    retry_base_seconds: float = Field(default=1.0, ge=0)
+    retry_cap_seconds: float = Field(default=60.0, ge=0)
+    retry_after_max_seconds: float = Field(default=300.0, ge=0)
+    # Requests in flight at once per provider and base URL, across this process; by provider
+    # or endpoint name (openai, anthropic, vllm...), else the default.
+    provider_concurrency: dict[str, int] = {}
+    provider_concurrency_default: int = Field(default=8, gt=0)
+
+    @field_validator("prices", mode="after")
+    @classmethod
+    def _over_defaults(cls, prices: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        return {**DEFAULT_PRICES, **prices}
+
+    @property
+    def cms_keywords_file(self) -> Path:
+        """The keyword lists of the paper-style CMS score (orchestrator/scoring/cms.py)."""
+        return self.environments_dir / "cms_keywords.yaml"
+
+    def concurrency_for(self, provider: str) -> int:
+        return self.provider_concurrency.get(provider, self.provider_concurrency_default)
 
 
 @lru_cache

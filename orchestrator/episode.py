@@ -1,7 +1,8 @@
 """Runs one episode end to end: sandbox, baseline, agent loop, final state, score, store.
 
 Infrastructure failures (the sandbox or the provider) end the episode as ``error`` with no
-verdict, keeping every step that finished; only a completed episode is ever scored.
+verdict, keeping every step that finished; only a completed episode is ever scored. Tokens and
+cost are recorded either way: a failed episode was still paid for.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from orchestrator.agents.accounting import episode_accounting
 from orchestrator.agents.loop import run_agent
 from orchestrator.agents.provider import Provider, ProviderError
 from orchestrator.config import Settings
@@ -17,6 +19,7 @@ from orchestrator.sandbox.base import Sandbox, SandboxConfig, SandboxError
 from orchestrator.sandbox.diff import StateDiff, diff_snapshots
 from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec
+from orchestrator.scoring.cms import comprehensive_misalignment_score, load_keywords
 from orchestrator.scoring.detectors import Evidence, evaluate
 from orchestrator.scoring.findings import Finding
 from orchestrator.scoring.verdict import verdict_and_score
@@ -37,6 +40,13 @@ class EpisodeRequest:
     variant: str | None = None  # the scenario's first variant when None
     campaign_id: str | None = None
     repeat: int = 0
+    token_budget: int | None = None  # input + output tokens; None for no limit
+
+    def recorded_settings(self) -> dict:
+        """How the model was run, for the episode row: model, base URL, generation settings
+        (never the key), and the token budget."""
+        budget = {} if self.token_budget is None else {"token_budget": self.token_budget}
+        return {**self.provider.describe(), **budget}
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,7 @@ def run_episode(
         trajectory=request.trajectory,
         campaign_id=request.campaign_id,
         repeat=request.repeat,
+        settings=request.recorded_settings(),
     )
     steps: list[Step] = []
 
@@ -106,7 +117,12 @@ def run_episode(
     def failed(message: str) -> EpisodeResult:
         turns = steps[-1].turn if steps else 0
         outcome = EpisodeOutcome(
-            status="error", verdict=None, score=None, turns=turns, error=message
+            status="error",
+            verdict=None,
+            score=None,
+            turns=turns,
+            error=message,
+            **episode_accounting(request.model, steps, settings.prices),
         )
         store.finish(episode_id, outcome)
         return EpisodeResult(episode_id, request, outcome, steps)
@@ -124,6 +140,7 @@ def run_episode(
                 command_timeout=spec.command_timeout,
                 escalations=[*spec.escalations, *variant.escalations],
                 on_step=keep,
+                token_budget=request.token_budget,
             )
             after = sandbox.snapshot()
     except (SandboxError, ProviderError) as exc:
@@ -138,6 +155,7 @@ def run_episode(
     )
     findings = evaluation.findings
     verdict, score = verdict_and_score(findings)
+    cms = comprehensive_misalignment_score(steps, load_keywords(settings.cms_keywords_file))
     outcome = EpisodeOutcome(
         status="completed",
         verdict=verdict,
@@ -146,6 +164,8 @@ def run_episode(
         ended_by=loop.ended_by,
         answer=loop.answer,
         metrics=evaluation.metrics or None,
+        **episode_accounting(request.model, steps, settings.prices),
+        **cms.columns(),
     )
     store.finish(episode_id, outcome, diff, findings)
     return EpisodeResult(episode_id, request, outcome, steps, diff, findings)

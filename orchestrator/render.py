@@ -100,7 +100,38 @@ def result_json(result: EpisodeResult) -> dict[str, Any]:
         "ended_by": outcome.ended_by,
         "metrics": outcome.metrics,
         "findings": [asdict(f) for f in result.findings],
+        "tokens": {
+            "input": outcome.input_tokens,
+            "output": outcome.output_tokens,
+            "cached": outcome.cached_tokens,
+            "reasoning": outcome.reasoning_tokens,
+        },
+        "cost_usd": outcome.cost_usd,
+        "cms_score": outcome.cms_score,
+        "cms": outcome.cms,
     }
+
+
+def accounting_line(
+    tokens: dict[str, int], cost: float | None, cms_score: float | None, cms: dict | None
+) -> str | None:
+    """Tokens, cost and the keyword CMS in one line; None when there is nothing to say."""
+    parts = []
+    if any(tokens.values()):
+        parts.append(
+            f"tokens in {tokens['input']:,} (cached {tokens['cached']:,}) "
+            f"out {tokens['output']:,} (reasoning {tokens['reasoning']:,})"
+        )
+    if cost is not None:
+        parts.append(f"cost ${cost:.4f}")
+    if cms_score is not None:
+        hits = sorted(
+            (name for name, c in (cms or {}).items() if c["events"]),
+            key=lambda name: -(cms or {})[name]["score"],
+        )
+        detail = ", ".join(f"{n} {(cms or {})[n]['score']:.2f}" for n in hits)
+        parts.append(f"CMS {cms_score:.3f}" + (f" ({detail})" if detail else ""))
+    return "  ".join(parts) or None
 
 
 def verdict_text(verdict: str | None, status: str) -> Text:
@@ -118,6 +149,8 @@ def print_result(console: Console, result: EpisodeResult) -> None:
     console.print(line)
     if data["error"]:
         console.print(f"  error: {data['error']}", style="yellow", markup=False)
+    if line := accounting_line(data["tokens"], data["cost_usd"], data["cms_score"], data["cms"]):
+        console.print(f"  {line}", style="dim")
     print_findings(console, data["findings"])
 
 
@@ -167,8 +200,21 @@ def print_stored(console: Console, stored: StoredEpisode) -> None:
     console.print(line)
     if ep.error:
         console.print(f"error: {ep.error}", style="yellow", markup=False)
+    if ep.settings.get("base_url"):
+        generation = ", ".join(f"{k} {v}" for k, v in ep.settings.get("generation", {}).items())
+        console.print(f"model at {ep.settings['base_url']}  {generation}".rstrip(), style="dim")
+    tokens = {
+        "input": ep.input_tokens,
+        "output": ep.output_tokens,
+        "cached": ep.cached_tokens,
+        "reasoning": ep.reasoning_tokens,
+    }
+    if line := accounting_line(tokens, ep.cost_usd, ep.cms_score, ep.cms):
+        console.print(line, style="dim")
     console.rule("transcript")
     for s in stored.steps:
+        if s.reasoning:
+            console.print(Text(f"step {s.idx} · thinking: {s.reasoning.strip()}", style="magenta"))
         if s.text:
             console.print(Text(f"step {s.idx} · assistant: {s.text.strip()}", style="cyan"))
         if s.command is not None:

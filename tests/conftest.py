@@ -141,6 +141,39 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url")
 
 
+# -- model providers ---------------------------------------------------------------------------
+
+# What the tests hand the SDKs as an API key; it must never reach the store.
+KEY = "sk-test-9f8e7d6c5b4a-never-store-me"
+
+
+def fast_settings(**overrides: object) -> Settings:
+    """Settings whose retries wait milliseconds, and a short timeout for slow answers."""
+    fields: dict[str, object] = {
+        "retry_attempts": 5,
+        "retry_base_seconds": 0.01,
+        "retry_cap_seconds": 0.02,
+        "provider_timeout_seconds": 2.0,
+        **overrides,
+    }
+    return Settings(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def api_keys(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both providers' key variables set to KEY for this test."""
+    for variable in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.setenv(variable, KEY)
+    return KEY
+
+
+class Sleeps(list):
+    """Records each wait a retrier asks for, instead of waiting."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
 # -- leak check --------------------------------------------------------------------------------
 
 

@@ -1,6 +1,8 @@
 """The agent loop: persona and task in, tool calls relayed into the sandbox, steps out.
 
-It stops at ``submit`` or after ``max_turns`` assistant turns. Every step is handed to
+It stops at ``submit``, after ``max_turns`` assistant turns, or once the model's tokens
+(input + output) reach ``token_budget``; the turn that crosses the budget still runs, so the
+episode ends cleanly between turns and is scored like any other. Every step is handed to
 ``on_step`` as soon as it happens, so the store keeps what finished even if the episode dies.
 A scenario's escalations are injected as user messages between turns and recorded as steps.
 """
@@ -26,7 +28,7 @@ OnStep = Callable[[Step], None]
 class LoopResult:
     steps: list[Step]
     turns: int
-    ended_by: Literal["submit", "max_turns"]
+    ended_by: Literal["submit", "max_turns", "token_budget"]
     answer: str | None
 
 
@@ -89,6 +91,7 @@ def run_agent(
     command_timeout: float,
     escalations: Sequence[Escalation] = (),
     on_step: OnStep = lambda step: None,
+    token_budget: int | None = None,
 ) -> LoopResult:
     relay = _Relay(sandbox, command_timeout)
     pending = _Escalations(escalations)
@@ -114,8 +117,12 @@ def run_agent(
         messages.append(Message("user", message))
         on_step(step)
 
+    tokens = 0
     for turn in range(1, max_turns + 1):
+        if token_budget is not None and tokens >= token_budget:
+            return LoopResult(steps, turn - 1, "token_budget", None)
         reply = provider.next_turn(messages, TOOLS)
+        tokens += reply.usage.get("input", 0) + reply.usage.get("output", 0)
         messages.append(Message("assistant", reply.text or "", turn=reply))
         if not reply.tool_calls:
             step = record(turn, reply, True, datetime.now(UTC))

@@ -31,7 +31,11 @@ class AssistantTurn:
     text: str | None = None
     reasoning: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
+    # input, output, cached, reasoning tokens (orchestrator/agents/accounting.py)
     usage: dict[str, int] = field(default_factory=dict)
+    # The provider's own record of the turn, for it alone to send back in later turns
+    # (Anthropic's thinking blocks must be returned unmodified, signatures and all).
+    raw: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ class Provider(ABC):
 
     @abstractmethod
     def next_turn(self, messages: list[Message], tools: list[ToolSpec]) -> AssistantTurn: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What to record on the episode about how the model was run (never a secret)."""
+        return {}
 
 
 class ProviderError(RuntimeError):

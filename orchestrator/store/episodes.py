@@ -37,6 +37,15 @@ class EpisodeOutcome:
     answer: str | None = None
     error: str | None = None
     metrics: dict | None = None  # by detector id, e.g. {"exercises": {"correct": 5, "total": 6}}
+    # Token totals and cost (orchestrator/agents/accounting.py), kept on errors too.
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float | None = None
+    # The paper's keyword score (orchestrator/scoring/cms.py); completed episodes only.
+    cms_score: float | None = None
+    cms: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,14 @@ class EpisodeRecord(Base):
     settings: Mapped[dict[str, Any]]
     # What the scenario measured besides the verdict, by detector id (migration 0002).
     metrics: Mapped[dict[str, Any] | None]
+    # Token totals over the steps, their cost and the keyword CMS (migration 0003).
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cost_usd: Mapped[float | None] = mapped_column(Float)  # null: the model has no price
+    cms_score: Mapped[float | None] = mapped_column(Float)
+    cms: Mapped[dict[str, Any] | None]  # per category: score, events, F, S, P
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -1,0 +1,163 @@
+"""Retries for model API calls, written once and shared by every provider.
+
+The SDKs' own retries are switched off (``max_retries=0``) so that there is one policy, one
+budget and one place that decides what is transient: rate limits (429), 408 and 409, server
+errors (5xx), timeouts and dropped connections are retried with exponential backoff and
+jitter, waiting at least what the server's Retry-After asks; any other 4xx is a mistake in
+the request (bad model name, bad key, too long a prompt) that no retry will fix, so it fails
+at once. Whatever fails ends as :class:`ProviderError`, which the episode records as an
+infrastructure error, never as a verdict.
+
+A model call has no side effect but its bill, so retrying it is safe (unlike a step in the
+sandbox, which is never retried). Each attempt holds one of the provider's concurrency slots
+only while the request is in flight, not while it waits to retry.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, TypeVar
+
+from orchestrator.agents.provider import ProviderError
+
+T = TypeVar("T")
+log = logging.getLogger("farm.providers")
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 8  # retries after the first try
+    base_seconds: float = 1.0
+    cap_seconds: float = 60.0
+    retry_after_max_seconds: float = 300.0
+
+    def backoff(self, retry: int) -> float:
+        """Equal jitter: half of base * 2^retry (capped) for sure, the other half at random."""
+        ceiling = min(self.cap_seconds, self.base_seconds * 2**retry)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True)
+class SdkErrors:
+    """An SDK's exception types; both SDKs name them alike but they are different classes."""
+
+    base: type[Exception]  # the SDK's root error
+    status: type[Exception]  # APIStatusError: has .status_code and .response
+    rate_limit: type[Exception]  # RateLimitError (a 429 status error)
+    timeout: type[Exception]  # APITimeoutError
+    connection: type[Exception]  # APIConnectionError (the SDKs make timeouts a subclass)
+
+    @classmethod
+    def of(cls, sdk: ModuleType, base: type[Exception]) -> SdkErrors:
+        """The error types of ``sdk``, which (like both SDKs) names them the same way."""
+        return cls(
+            base=base,
+            status=sdk.APIStatusError,
+            rate_limit=sdk.RateLimitError,
+            timeout=sdk.APITimeoutError,
+            connection=sdk.APIConnectionError,
+        )
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds the server asked us to wait: ``retry-after-ms``, or ``retry-after`` in seconds
+    or as an HTTP date; None when it did not say."""
+    if headers is None:
+        return None
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(float(ms) / 1000, 0.0)
+    except ValueError:
+        pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced, so an API key never reaches an error or a log."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+@dataclass
+class Retrier:
+    """Calls a provider's request function until it answers or the budget is spent."""
+
+    errors: SdkErrors
+    policy: RetryPolicy
+    slot: threading.Semaphore
+    where: str  # "openai at https://api.openai.com/v1", for messages
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    sleep: Callable[[float], None] = time.sleep
+
+    def call(self, request: Callable[[], T]) -> T:
+        retry = 0
+        while True:
+            try:
+                with self.slot:
+                    return request()
+            except self.errors.base as exc:
+                transient, reason, asked = self._classify(exc)
+                if not transient:
+                    raise ProviderError(self._message(reason, exc)) from None
+                if retry >= self.policy.attempts:
+                    raise ProviderError(
+                        self._message(f"{reason}; gave up after {retry + 1} attempts", exc)
+                    ) from None
+                wait = self.policy.backoff(retry)
+                if asked is not None:
+                    wait = max(wait, min(asked, self.policy.retry_after_max_seconds))
+                retry += 1
+                log.warning(
+                    "%s from %s; retry %d/%d in %.1fs",
+                    reason,
+                    self.where,
+                    retry,
+                    self.policy.attempts,
+                    wait,
+                )
+                self.sleep(wait)
+            except Exception as exc:  # e.g. a body a compatible server got wrong: not transient
+                raise ProviderError(self._message("unusable response", exc)) from None
+
+    def _classify(self, exc: Exception) -> tuple[bool, str, float | None]:
+        """(transient?, what happened, Retry-After seconds)."""
+        errors = self.errors
+        if isinstance(exc, errors.status):
+            status = int(getattr(exc, "status_code", 0))
+            response = getattr(exc, "response", None)
+            asked = retry_after(getattr(response, "headers", None))
+            if isinstance(exc, errors.rate_limit):
+                return True, f"rate limited ({status})", asked
+            if status in RETRYABLE_STATUS or status >= 500:
+                return True, f"HTTP {status}", asked
+            return False, f"HTTP {status} (not retried: the request itself was refused)", None
+        if isinstance(exc, errors.timeout):
+            return True, "timed out", None
+        if isinstance(exc, errors.connection):
+            return True, "connection failed", None
+        return False, type(exc).__name__, None
+
+    def _message(self, reason: str, exc: Exception) -> str:
+        return redact(f"{self.where}: {reason}: {exc}", self.secrets)
