@@ -44,7 +44,8 @@ def _copy(tmp_path: Path, extra: dict) -> Path:
     environments = tmp_path / "environments"
     target = environments / SHUTDOWN
     shutil.copytree(REPO / "environments" / SHUTDOWN, target)
-    shutil.copy(REPO / "environments" / "personas.yaml", environments / "personas.yaml")
+    for shared in ("personas.yaml", "cms_keywords.yaml"):
+        shutil.copy(REPO / "environments" / shared, environments / shared)
     spec = yaml.safe_load((target / "scenario.yaml").read_text())
     (target / "scenario.yaml").write_text(yaml.safe_dump({**spec, **extra}, sort_keys=False))
     return target
