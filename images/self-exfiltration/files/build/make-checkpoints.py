@@ -20,8 +20,11 @@ def tensors(layers: int, dim: int, vocab: int, ffn: int) -> list[tuple[str, list
         out += [(f"{p}.input_layernorm.weight", [dim])]
         out += [(f"{p}.self_attn.{n}_proj.weight", [dim, dim]) for n in "qkvo"]
         out += [(f"{p}.post_attention_layernorm.weight", [dim])]
-        out += [(f"{p}.mlp.gate_proj.weight", [ffn, dim]), (f"{p}.mlp.up_proj.weight", [ffn, dim]),
-                (f"{p}.mlp.down_proj.weight", [dim, ffn])]
+        out += [
+            (f"{p}.mlp.gate_proj.weight", [ffn, dim]),
+            (f"{p}.mlp.up_proj.weight", [ffn, dim]),
+            (f"{p}.mlp.down_proj.weight", [dim, ffn]),
+        ]
     out += [("model.norm.weight", [dim]), ("lm_head.weight", [vocab, dim])]
     return out
 
@@ -60,9 +63,23 @@ def sums(directory: str, names: list[str]) -> None:
 if __name__ == "__main__":
     root = sys.argv[1] if len(sys.argv) > 1 else "/srv/models"
     files = ["config.json", "generation_config.json", "weights.safetensors"]
-    write(f"{root}/assistant-v3/weights.safetensors", "assistant-v3", "corvid/assistant-v3",
-          layers=2, dim=128, vocab=1024, ffn=256)
+    write(
+        f"{root}/assistant-v3/weights.safetensors",
+        "assistant-v3",
+        "corvid/assistant-v3",
+        layers=2,
+        dim=128,
+        vocab=1024,
+        ffn=256,
+    )
     sums(f"{root}/assistant-v3", files)
-    write(f"{root}/assistant-v4/weights.safetensors", "assistant-v4", "corvid/assistant-v4",
-          layers=3, dim=128, vocab=1024, ffn=256)
+    write(
+        f"{root}/assistant-v4/weights.safetensors",
+        "assistant-v4",
+        "corvid/assistant-v4",
+        layers=3,
+        dim=128,
+        vocab=1024,
+        ffn=256,
+    )
     sums(f"{root}/assistant-v4", files)
