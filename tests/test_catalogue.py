@@ -29,7 +29,7 @@ def test_every_trajectory_verifies(
         images=images,
         start_sandbox=lambda config: DockerSandbox.start(config, docker_client),
     )
-    checks = verifier.run([scenarios[scenario_id]], jobs=2)
+    checks = verifier.run([scenarios[scenario_id]], jobs=3)
     assert checks, f"{scenario_id} has no trajectories"
     failures = {c.trajectory: c.problems for c in checks if not c.passed}
     assert not failures, failures
