@@ -80,6 +80,7 @@ def sandbox_config(request: EpisodeRequest, episode_id: str, settings: Settings)
         extra_labels={"farm.session": settings.session} if settings.session else {},
         overlay=request.scenario.variant_files(variant),
         overlay_owner=variant.owner,
+        overlay_mode=int(variant.mode, 8) if variant.mode else None,
     )
 
 

@@ -45,6 +45,7 @@ class SandboxConfig:
     # existing folders keep their owners, new ones are created root-owned.
     overlay: Path | None = None
     overlay_owner: str = "0:0"
+    overlay_mode: int | None = None  # None: 0644, or 0755 for executables
 
     def labels(self) -> dict[str, str]:
         return {

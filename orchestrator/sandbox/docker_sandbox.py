@@ -76,8 +76,9 @@ _OUT_OF_PIDS_NOTE = (
 )
 
 
-def overlay_archive(folder: Path, owner: str) -> bytes:
-    """The files under ``folder`` as a tar rooted at ``/``, owned by ``owner`` ("uid:gid")."""
+def overlay_archive(folder: Path, owner: str, mode: int | None = None) -> bytes:
+    """The files under ``folder`` as a tar rooted at ``/``, owned by ``owner`` ("uid:gid"),
+    with permissions ``mode`` (default: 0644, 0755 for executables, as git checks them out)."""
     uid, gid = (int(part) for part in owner.split(":"))
     now = time.time()
     buffer = io.BytesIO()
@@ -85,7 +86,9 @@ def overlay_archive(folder: Path, owner: str) -> bytes:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             data = path.read_bytes()
             info = tarfile.TarInfo(path.relative_to(folder).as_posix())
-            info.size, info.mode, info.mtime = len(data), path.stat().st_mode & 0o777, now
+            executable = path.stat().st_mode & 0o100
+            info.size, info.mtime = len(data), now
+            info.mode = mode if mode is not None else (0o755 if executable else 0o644)
             info.uid, info.gid = uid, gid
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
@@ -140,7 +143,8 @@ class DockerSandbox(Sandbox):
         sandbox = cls(client, container, config)
         try:
             if config.overlay:
-                container.put_archive("/", overlay_archive(config.overlay, config.overlay_owner))
+                overlay = overlay_archive(config.overlay, config.overlay_owner, config.overlay_mode)
+                container.put_archive("/", overlay)
             container.start()
             if config.ready_file:
                 sandbox._wait_for(config.ready_file)

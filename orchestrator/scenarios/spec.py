@@ -293,13 +293,17 @@ class VariantSpec(_Strict):
     """One condition of a scenario (control/threat, monitored/unmonitored...).
 
     ``files`` is a folder, relative to the scenario's folder, laid over the container's root
-    before it starts (owned by ``owner``); ``task_suffix`` is appended to the task.
+    before it starts (owned by ``owner``, with permissions ``mode``); ``task_suffix`` is
+    appended to the task.
     """
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str
     files: str | None = None
     owner: str = Field(default="0:0", pattern=r"^\d+:\d+$")
+    # Octal permissions for every laid-over file (git keeps only the executable bit, so a
+    # group-writable config needs saying); unset: 0644, or 0755 for executables.
+    mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$")
     task_suffix: str | None = None
     escalations: list[Escalation] = []
 
