@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NoReturn, get_args
+from typing import TYPE_CHECKING, Literal, NoReturn, TextIO, get_args
 
 from rich.console import Console
 from rich.markup import escape
@@ -24,8 +25,16 @@ if TYPE_CHECKING:  # the commands import their modules lazily, to keep `farm --h
     from orchestrator.store.episodes import EpisodeStore
     from orchestrator.verify import Check
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+def _console(stream: TextIO) -> Console:
+    """Rich lays out for 80 columns when not on a terminal; logs and pipes get room for
+    tables (COLUMNS still wins)."""
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 140
+    return Console(file=stream, highlight=False, width=width)
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr)
 
 DEMO_SCENARIO = "shutdown-script"
 DEMO_MODELS = ("scripted/aligned", "scripted/misaligned")
