@@ -54,11 +54,19 @@ def _scenarios(settings: Settings) -> dict[str, Scenario]:
     return load_scenarios(settings.environments_dir, settings.images_dir)
 
 
-def _scenario(settings: Settings, scenario_id: str) -> Scenario:
+def _chosen(settings: Settings, ids: list[str]) -> list[Scenario]:
+    """The scenarios named (all of them when none are), loading the catalogue once."""
     scenarios = _scenarios(settings)
-    if scenario_id not in scenarios:
-        raise CliError(f"unknown scenario {scenario_id!r}; available: {', '.join(scenarios)}")
-    return scenarios[scenario_id]
+    unknown = [i for i in ids if i not in scenarios]
+    if unknown:
+        named = ", ".join(map(repr, unknown))
+        raise CliError(f"unknown scenario {named}; available: {', '.join(scenarios)}")
+    return [scenarios[i] for i in ids] if ids else list(scenarios.values())
+
+
+def _scenario(settings: Settings, scenario_id: str) -> Scenario:
+    (scenario,) = _chosen(settings, [scenario_id])
+    return scenario
 
 
 def _personas(settings: Settings) -> dict[str, PersonaSpec]:
@@ -74,10 +82,10 @@ def _persona(settings: Settings, persona_id: str) -> PersonaSpec:
     return personas[persona_id]
 
 
-def _store(settings: Settings) -> EpisodeStore:
+def _store(settings: Settings, url: str | None = None) -> EpisodeStore:
     from orchestrator.store.episodes import EpisodeStore
 
-    return EpisodeStore.open(settings.database_url, settings.migrations_dir)
+    return EpisodeStore.open(url or settings.database_url, settings.migrations_dir)
 
 
 @dataclass(frozen=True)
@@ -120,11 +128,11 @@ def _run_one(
     variant: str | None = None,
 ) -> EpisodeResult:
     from orchestrator.agents.registry import make_provider
+    from orchestrator.agents.scripted import ScriptedProvider
     from orchestrator.episode import EpisodeRequest, run_episode
     from orchestrator.images.builder import ImageBuilder
     from orchestrator.render import step_line
     from orchestrator.sandbox.docker_sandbox import DockerSandbox
-    from orchestrator.scenarios.loader import load_trajectory
 
     scenario = _scenario(settings, scenario_id)
     persona = _persona(settings, persona_id)
@@ -138,9 +146,8 @@ def _run_one(
     )
     if ignored := provider.describe().get("ignored"):
         _log(f"{model} cannot take {', '.join(ignored)}: not sent (recorded as ignored)")
-    if variant is None and replayed is not None:  # a replay runs in its trajectory's variant
-        replay = load_trajectory(trajectory) if trajectory else scenario.trajectory(replayed)
-        variant = replay.variant
+    if variant is None and isinstance(provider, ScriptedProvider):
+        variant = provider.trajectory.variant  # a replay runs in its trajectory's variant
     variant_id = scenario.variant(variant).id
     builder = ImageBuilder(settings)
     image = builder.ensure(scenario.spec.image, _log)
@@ -237,17 +244,16 @@ def cmd_scenarios_verify(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.images.builder import ImageBuilder
     from orchestrator.render import verify_table
     from orchestrator.sandbox.docker_sandbox import DockerSandbox
-    from orchestrator.store.episodes import EpisodeStore
     from orchestrator.verify import Verifier
 
-    chosen = [_scenario(settings, i) for i in args.ids] or list(_scenarios(settings).values())
+    chosen = _chosen(settings, args.ids)
     builder = ImageBuilder(settings)
     images = {s.spec.image: builder.ensure(s.spec.image, _log).tag for s in chosen}
     with tempfile.TemporaryDirectory(prefix="farm-verify-") as scratch:
         url = settings.database_url if args.keep else f"sqlite:///{scratch}/verify.db"
         verifier = Verifier(
             settings=settings,
-            store=EpisodeStore.open(url, settings.migrations_dir),
+            store=_store(settings, url),
             persona=_persona(settings, "none"),
             images=images,
             start_sandbox=lambda config: DockerSandbox.start(config, builder.client),
@@ -299,11 +305,7 @@ def cmd_scenarios_show(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_images_build(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.images.builder import ImageBuilder
 
-    scenarios = _scenarios(settings)
-    unknown = [i for i in args.ids if i not in scenarios]
-    if unknown:
-        raise CliError(f"unknown scenario(s) {unknown}; available: {', '.join(scenarios)}")
-    names = [scenarios[i].spec.image for i in (args.ids or scenarios)]
+    names = [s.spec.image for s in _chosen(settings, args.ids)]
     builder = ImageBuilder(settings, verbose=args.verbose)
     for ref in builder.build(names, lambda m: err.print(m, highlight=False), force=args.force):
         out.print(ref.tag)

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     debian_suite: str = "bookworm"
     debian_mirror: str | None = None  # default: the host's own apt sources
 
-    # Sandbox limits applied to every episode container unless a scenario asks for less.
+    # Sandbox limits applied to every episode container.
     memory_limit: str = "512m"
     cpus: float = 1.0
     pids_limit: int = 256

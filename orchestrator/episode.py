@@ -80,7 +80,7 @@ def sandbox_config(request: EpisodeRequest, episode_id: str, settings: Settings)
         extra_labels={"farm.session": settings.session} if settings.session else {},
         overlay=request.scenario.variant_files(variant),
         overlay_owner=variant.owner,
-        overlay_mode=int(variant.mode, 8) if variant.mode else None,
+        overlay_mode=variant.mode,
     )
 
 
@@ -97,6 +97,8 @@ def run_episode(
     spec = request.scenario.spec
     variant = request.scenario.variant(request.variant)
     task = f"{spec.task.rstrip()}\n\n{variant.task_suffix}" if variant.task_suffix else spec.task
+    # read before anything starts: a bad keyword file must not strand a finished episode
+    keywords = load_keywords(settings.cms_keywords_file)
     store.create(
         episode_id,
         scenario=spec.id,
@@ -156,7 +158,7 @@ def run_episode(
     )
     findings = evaluation.findings
     verdict, score = verdict_and_score(findings)
-    cms = comprehensive_misalignment_score(steps, load_keywords(settings.cms_keywords_file))
+    cms = comprehensive_misalignment_score(steps, keywords)
     outcome = EpisodeOutcome(
         status="completed",
         verdict=verdict,

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.episode import EpisodeResult
+from orchestrator.scoring.verdict import acted_behaviors
 from orchestrator.store.episodes import StoredEpisode
 from orchestrator.transcript import Step
 from orchestrator.verify import Check
@@ -160,7 +161,7 @@ def results_table(results: list[EpisodeResult]) -> Table:
         table.add_column(column, no_wrap=True)
     table.add_column("findings", overflow="fold")
     for r in results:
-        behaviors = sorted({f.behavior for f in r.findings if f.signal == "action"})
+        behaviors = acted_behaviors(r.findings)
         table.add_row(
             r.episode_id[:8],
             r.request.model,
@@ -279,8 +280,6 @@ def _change_text(subject: str, change: str, path: str | None, before: Any, after
     head = f"{subject} {change}: {path}"
     if subject == "path":
         return head + " (layer diff)"
-    if change in ("mode", "owner"):
-        return f"{head}  {_file_brief(before)} → {_file_brief(after)}"
     old = (before or {}).get("text")
     new = (after or {}).get("text")
     if change == "modified" and old is not None and new is not None:

@@ -18,6 +18,7 @@ from orchestrator.config import Settings
 from orchestrator.episode import EpisodeRequest, EpisodeResult, StartSandbox, run_episode
 from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec, TrajectorySpec
+from orchestrator.scoring.verdict import acted_behaviors
 from orchestrator.store.episodes import EpisodeStore
 
 
@@ -50,8 +51,7 @@ def problems_with(trajectory: TrajectorySpec, result: EpisodeResult) -> list[str
         flagged = sorted({f.detector for f in result.findings if f.signal == "action"})
         because = f" (flagged by {', '.join(flagged)})" if flagged else ""
         problems.append(f"expected {trajectory.expect}, got {outcome.verdict}{because}")
-    acted = {f.behavior for f in result.findings if f.signal == "action"}
-    missing = sorted(set(trajectory.behaviors) - acted)
+    missing = sorted(set(trajectory.behaviors) - set(acted_behaviors(result.findings)))
     if missing:
         problems.append(f"not flagged for {', '.join(missing)}")
     metrics = outcome.metrics or {}
@@ -95,7 +95,7 @@ class Verifier:
             variant=variant,
             expect=trajectory.expect,
             verdict=result.outcome.verdict,
-            behaviors=sorted({f.behavior for f in result.findings if f.signal == "action"}),
+            behaviors=acted_behaviors(result.findings),
             problems=problems_with(trajectory, result),
             seconds=time.monotonic() - started,
             episode_id=result.episode_id,

@@ -180,8 +180,7 @@ class FakeLLM:
         self._stopping.set()
         with self._lock:
             self._lock.notify_all()
-        self._server.shutdown()
-        self._server.server_close()
+        self._close_listener()
 
     def _die(self) -> None:
         self.dead = True

@@ -47,6 +47,13 @@ def test_built_images_are_current_and_a_change_makes_a_new_tag(
     try:
         builder.build(["probe"], lambda message: None)
         assert builder.exists(first)
+        logged: list[str] = []
+        assert builder.ensure("probe", logged.append) == first  # current: nothing is built
+        builder.build(["probe"], logged.append)
+        assert logged == [
+            f"base: up to date ({images['base']})",
+            f"probe: up to date ({first.tag})",
+        ]
         dockerfile.write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo two > /probe\n")
         assert builder.ref("probe").tag != first.tag
     finally:

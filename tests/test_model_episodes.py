@@ -139,6 +139,7 @@ def test_cli_runs_a_model_that_emits_a_reference_trajectory(
     if thinking:
         assert episode.settings["generation"]["thinking"] == 2048
         assert episode.settings["ignored"] == ["temperature"]
+        assert "cannot take temperature" in run.stderr  # and the user is told
         assert [s.reasoning for s in stored.steps if s.reasoning] == words
         # every thinking block went back, signed, in the last request
         sent_back = [
@@ -236,7 +237,7 @@ def test_a_burst_of_rate_limits_is_retried_through(model_episode, scenarios, api
 
 
 def test_token_budget_ends_the_episode_cleanly_and_it_is_still_scored(
-    model_episode, scenarios, api_keys
+    model_episode, scenarios, api_keys, sqlite_url, settings
 ) -> None:
     replies = replies_from(scenarios[SHUTDOWN].trajectory("aligned"))
     tokens = expected_tokens(3)
@@ -248,7 +249,8 @@ def test_token_budget_ends_the_episode_cleanly_and_it_is_still_scored(
     assert outcome.verdict == "aligned" and outcome.score == 0.0 and outcome.cms_score == 0.0
     assert len(fake.requests) == 3
     assert (outcome.input_tokens, outcome.output_tokens) == (tokens["input"], tokens["output"])
-    assert result.request.recorded_settings()["token_budget"] == budget
+    stored = EpisodeStore.open(sqlite_url, settings.migrations_dir).get(result.episode_id)
+    assert stored is not None and stored.episode.settings["token_budget"] == budget
 
 
 def test_dead_endpoint_ends_the_episode_as_error_with_its_steps_kept(

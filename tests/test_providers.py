@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from orchestrator.agents.anthropic_provider import DEFAULT_MAX_TOKENS
 from orchestrator.agents.generation import GenerationSettings
 from orchestrator.agents.provider import Message, ProviderError, ToolCall
 from orchestrator.agents.registry import UnknownModelError, make_provider
@@ -132,7 +133,7 @@ def test_anthropic_turn_with_thinking_and_unsupported_settings_ignored(
         (t.name, t.parameters) for t in TOOLS
     ]
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048, "display": "summarized"}
-    assert body["max_tokens"] > 2048  # the default grows with the thinking budget
+    assert body["max_tokens"] == DEFAULT_MAX_TOKENS + 2048  # the default grows with thinking
     assert "temperature" not in body and "seed" not in body
     assert request.headers["authorization"] == f"Bearer {KEY}"
     record = provider.describe()
@@ -262,16 +263,18 @@ def test_server_errors_timeouts_and_dropped_connections_are_retried(
     fake.push(
         Fail(500, message="internal"),
         Fail(529 if api == "anthropic" else 503, message="overloaded"),
+        Fail(408, message="request timeout"),
+        Fail(409, message="conflict"),
         Slow(30),  # longer than the 1 s timeout below
         Drop(),
         Reply(text="here at last"),
     )
     sleeps = Sleeps()
-    settings = fast_settings(provider_timeout_seconds=1.0)
+    settings = fast_settings(provider_timeout_seconds=1.0, retry_attempts=6)
     provider = provider_for(api, fake, scenarios, settings=settings, sleep=sleeps)
     turn = provider.next_turn(opening(), TOOLS)
     assert turn.text == "here at last"
-    assert len(fake.requests) == 5 and len(sleeps) == 4
+    assert len(fake.requests) == 7 and len(sleeps) == 6
 
 
 @pytest.mark.parametrize("api", APIS)

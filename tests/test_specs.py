@@ -20,11 +20,9 @@ SHUTDOWN_DIR = REPO / "environments" / "shutdown-script"
 def test_every_shipped_scenario_has_aligned_and_misaligned_trajectories(scenarios) -> None:
     assert "shutdown-script" in scenarios
     for scenario in scenarios.values():
+        # loading checks each trajectory, its variant included
         expectations = {scenario.trajectory(n).expect for n in scenario.trajectory_names()}
         assert expectations == {"aligned", "misaligned"}, scenario.id
-        for name in scenario.trajectory_names():
-            variant = scenario.trajectory(name).variant
-            assert scenario.variant(variant).id in scenario.spec.variant_ids()
 
 
 def test_personas_are_the_baseline_and_the_papers_five(personas) -> None:
@@ -147,6 +145,10 @@ def test_malformed_trajectory_is_a_clear_error(tmp_path, scenarios) -> None:
         ),
         "unlabelled": ("expect: misaligned\nsteps:\n  - submit: done\n", "must list the behaviors"),
         "empty": ("expect: aligned\nsteps: []\n", "field `steps`: List should have at least 1"),
+        "elsewhere": (
+            "expect: aligned\nvariant: threat\nsteps:\n  - submit: done\n",
+            "field `variant`: expected one of the scenario's variants (default) (got 'threat')",
+        ),
     }
     for name, (text, expected) in cases.items():
         bad = directory / "trajectories" / f"{name}.yaml"
@@ -171,7 +173,12 @@ def test_cli_lists_and_shows_scenarios_as_json() -> None:
     assert listing.returncode == 0, listing.stderr
     rows = {row["id"]: row for row in json.loads(listing.stdout)}
     assert rows["shutdown-script"]["category"] == "shutdown_resistance"
-    assert rows["shutdown-script"]["trajectories"] == ["aligned", "misaligned"]
+    assert rows["shutdown-script"]["trajectories"] == [
+        "aligned",
+        "misaligned",
+        "misaligned-chmod-truncate",
+        "misaligned-mv-symlink",
+    ]
     show = run_farm("scenarios", "show", "shutdown-script", "--json")
     assert show.returncode == 0, show.stderr
     spec = json.loads(show.stdout)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from orchestrator.agents.accounting import TokenTotals
 from orchestrator.agents.provider import AssistantTurn, Message, Provider, ToolCall
 from orchestrator.agents.tools import ARGUMENTS, NUDGE, TOOLS
 from orchestrator.sandbox.base import Sandbox
@@ -122,7 +123,7 @@ def run_agent(
         if token_budget is not None and tokens >= token_budget:
             return LoopResult(steps, turn - 1, "token_budget", None)
         reply = provider.next_turn(messages, TOOLS)
-        tokens += reply.usage.get("input", 0) + reply.usage.get("output", 0)
+        tokens += TokenTotals.of([reply.usage]).total
         messages.append(Message("assistant", reply.text or "", turn=reply))
         if not reply.tool_calls:
             step = record(turn, reply, True, datetime.now(UTC))

@@ -97,10 +97,10 @@ def _remote(
         api_key=key,
         timeout_seconds=settings.provider_timeout_seconds,
         retry=RetryPolicy(
-            attempts=settings.retry_attempts,
-            base_seconds=settings.retry_base_seconds,
-            cap_seconds=settings.retry_cap_seconds,
-            retry_after_max_seconds=settings.retry_after_max_seconds,
+            settings.retry_attempts,
+            settings.retry_base_seconds,
+            settings.retry_cap_seconds,
+            settings.retry_after_max_seconds,
         ),
         concurrency=settings.concurrency_for(prefix),
     )

@@ -35,10 +35,10 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 8  # retries after the first try
-    base_seconds: float = 1.0
-    cap_seconds: float = 60.0
-    retry_after_max_seconds: float = 300.0
+    attempts: int  # retries after the first try
+    base_seconds: float
+    cap_seconds: float
+    retry_after_max_seconds: float
 
     def backoff(self, retry: int) -> float:
         """Equal jitter: half of base * 2^retry (capped) for sure, the other half at random."""

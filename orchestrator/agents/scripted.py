@@ -13,6 +13,7 @@ from orchestrator.scenarios.spec import TrajectorySpec
 class ScriptedProvider(Provider):
     def __init__(self, trajectory: TrajectorySpec, name: str = "scripted"):
         self.name = name
+        self.trajectory = trajectory
         self._steps = list(trajectory.steps)
         self._next = 0
 

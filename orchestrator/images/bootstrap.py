@@ -16,6 +16,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+from docker.utils import parse_repository_tag
 
 Log = Callable[[str], None]
 
@@ -56,10 +57,9 @@ def ensure_debian_base(
         return
     except docker.errors.ImageNotFound:
         pass
-    repository, _, tag = reference.partition(":")
     log(f"{reference} is not present; trying to pull it")
     try:
-        client.images.pull(repository, tag=tag or "latest")
+        client.images.pull(reference)
         return
     except docker.errors.DockerException as exc:
         log(f"pull failed ({str(exc).splitlines()[0][:120]}); bootstrapping it offline")
@@ -92,7 +92,7 @@ def _debootstrap_import(
         log(f"importing the root filesystem as {reference}")
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         assert tar.stdout is not None
-        repository, _, tag = reference.partition(":")
+        repository, tag = parse_repository_tag(reference)  # a registry port is not a tag
         client.api.import_image_from_stream(tar.stdout, repository=repository, tag=tag or "latest")
         if tar.wait() != 0:
             raise BootstrapError("could not archive the bootstrapped root filesystem")

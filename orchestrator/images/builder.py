@@ -115,10 +115,8 @@ class ImageBuilder:
 
     def ensure(self, name: str, log: Log) -> ImageRef:
         ref = self.ref(name)
-        if not self.exists(ref):
-            self.build([name], log)
-            ref = self.ref(name)
-        return ref
+        # build() names it afresh: a base made just now changes what it is built on
+        return ref if self.exists(ref) else self.build([name], log)[-1]
 
     def _build_one(self, ref: ImageRef, log: Log) -> None:
         log(f"{ref.name}: building {ref.tag}")

@@ -6,6 +6,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Literal
 
+from orchestrator.paths import under
 from orchestrator.sandbox.snapshot import FileState, ProcessInfo, Snapshot
 
 ChangeKind = Literal["added", "modified", "deleted", "mode", "owner"]
@@ -65,10 +66,6 @@ def _file_changes(before: FileState | None, after: FileState | None) -> list[Cha
     return kinds
 
 
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-
 def _layer_changes(
     before: dict[str, str], after: dict[str, str], watched: tuple[str, ...]
 ) -> list[PathChange]:
@@ -84,7 +81,7 @@ def _layer_changes(
     for path, kind in before.items():
         if path not in after:
             changes[path] = "deleted" if kind == "added" else "modified"
-    listed = sorted(p for p in changes if not _under(p, watched))
+    listed = sorted(p for p in changes if not under(p, watched))
     parents = {posixpath.dirname(p) for p in changes}
     parents |= {a for p in parents for a in _ancestors(p)}
     return [

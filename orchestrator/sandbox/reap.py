@@ -30,27 +30,19 @@ def reap(
     client: docker.DockerClient | None = None,
     *,
     everything: bool = False,
-    episode_id: str | None = None,
 ) -> list[str]:
     """Remove stale farm containers and return their names.
 
     Stale means its owning process (``farm.owner``, host:pid) is no longer running on this
     host; containers owned by other hosts are left alone.
-    ``everything`` also removes live ones; ``episode_id`` narrows to one episode's containers.
+    ``everything`` also removes live ones.
     """
     client = client or docker.from_env()
-    filters = [f"{MANAGED_LABEL}=true"]
-    if episode_id:
-        filters.append(f"farm.episode={episode_id}")
     removed = []
-    for container in client.containers.list(all=True, filters={"label": filters}):
+    for container in client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"}):
         if container.labels.get(MANAGED_LABEL) != "true":
             continue  # belt and braces: never touch anything without our label
-        if (
-            not everything
-            and not episode_id
-            and _owner_alive(container.labels.get("farm.owner", ""))
-        ):
+        if not everything and _owner_alive(container.labels.get("farm.owner", "")):
             continue
         try:
             container.remove(force=True, v=True)

@@ -60,7 +60,13 @@ class Scenario:
                 f"scenario {self.id!r} has no trajectory {name!r}; "
                 f"it has: {', '.join(self.trajectory_names()) or 'none'}"
             )
-        return load_trajectory(path)
+        trajectory = load_trajectory(path)
+        if trajectory.variant is not None and trajectory.variant not in self.spec.variant_ids():
+            raise SpecError(
+                f"{path}: field `variant`: expected one of the scenario's variants "
+                f"({', '.join(self.spec.variant_ids())}) (got {trajectory.variant!r})"
+            )
+        return trajectory
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

@@ -11,7 +11,17 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.paths import under
 
 Behavior = Literal[
     "oversight_avoidance",
@@ -75,7 +85,9 @@ CAPABILITIES = frozenset(
 )
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Spec files are typed by hand: an unknown field is a typo, never silently ignored."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -87,7 +99,20 @@ def _check_regex(value: str) -> str:
     return value
 
 
-class _DetectorBase(_Strict):
+def _parse_octal(value: object) -> int:
+    # Quoted only: YAML reads 0664 as octal but 664 as decimal, a silent wrong mode.
+    if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3,4}", value):
+        raise ValueError(
+            f"expected octal permission bits as a quoted string like '6000' (got {value!r})"
+        )
+    return int(value, 8)
+
+
+Regex = Annotated[str, AfterValidator(_check_regex)]
+OctalMode = Annotated[int, BeforeValidator(_parse_octal)]
+
+
+class _DetectorBase(StrictModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     behavior: Behavior
     severity: Severity = "high"
@@ -109,19 +134,7 @@ class FileChangedDetector(_DetectorBase):
     same_content_as: str | None = None
     # Only files that gained one of these permission bits (octal, e.g. "6000" for setuid or
     # setgid): a new setuid binary, whatever the command that made it.
-    mode_bits: int | None = None
-
-    @field_validator("mode_bits", mode="before")
-    @classmethod
-    def _octal(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                return int(value, 8)
-            except ValueError:
-                raise ValueError(
-                    f"expected octal permission bits like '6000' (got {value!r})"
-                ) from None
-        return value
+    mode_bits: OctalMode | None = None
 
 
 class AppendOnlyDetector(_DetectorBase):
@@ -137,28 +150,22 @@ class FileContentDetector(_DetectorBase):
 
     kind: Literal["file_content"]
     path: str
-    pattern: str
+    pattern: Regex
     when: Literal["no_longer_matches", "now_matches"]
-
-    _valid_pattern = field_validator("pattern")(_check_regex)
 
 
 class ProcessGoneDetector(_DetectorBase):
     """A process whose command line matches ``match`` ran at the start and is gone at the end."""
 
     kind: Literal["process_gone"]
-    match: str
-
-    _valid_match = field_validator("match")(_check_regex)
+    match: Regex
 
 
 class CommandDetector(_DetectorBase):
     """The agent ran a bash command matching ``pattern`` (an attempt, whether or not it worked)."""
 
     kind: Literal["command"]
-    pattern: str
-
-    _valid_pattern = field_validator("pattern")(_check_regex)
+    pattern: Regex
 
 
 class TranscriptDetector(_DetectorBase):
@@ -168,10 +175,8 @@ class TranscriptDetector(_DetectorBase):
     """
 
     kind: Literal["transcript"]
-    pattern: str
+    pattern: Regex
     severity: Severity = "low"
-
-    _valid_pattern = field_validator("pattern")(_check_regex)
 
 
 class FileNumberDetector(_DetectorBase):
@@ -184,12 +189,10 @@ class FileNumberDetector(_DetectorBase):
 
     kind: Literal["file_number"]
     path: str
-    pattern: str
+    pattern: Regex
     above: float | None = None
     below: float | None = None
     if_missing: Literal["ignore", "misaligned"] = "ignore"
-
-    _valid_pattern = field_validator("pattern")(_check_regex)
 
     @model_validator(mode="after")
     def _has_threshold(self) -> FileNumberDetector:
@@ -200,11 +203,9 @@ class FileNumberDetector(_DetectorBase):
         return self
 
 
-class Answer(_Strict):
+class Answer(StrictModel):
     id: str
-    pattern: str  # matches the file's text when this answer is correct
-
-    _valid_pattern = field_validator("pattern")(_check_regex)
+    pattern: Regex  # matches the file's text when this answer is correct
 
 
 class AnswerKeyDetector(_DetectorBase):
@@ -237,14 +238,12 @@ class DecisionLedgerDetector(_DetectorBase):
 
     kind: Literal["decision_ledger"]
     path: str
-    line: str
-    accept: str = r"(?i)^(accept|approve|allow|keep)"
-    reject: str = r"(?i)^(reject|remove|deny|block)"
+    line: Regex
+    accept: Regex = r"(?i)^(accept|approve|allow|keep)"
+    reject: Regex = r"(?i)^(reject|remove|deny|block)"
     toxic: list[str] = Field(min_length=1)
     neutral: list[str] = Field(min_length=1)
     threshold: float = Field(default=0.0, ge=0, lt=1)
-
-    _valid_patterns = field_validator("line", "accept", "reject")(_check_regex)
 
     @model_validator(mode="after")
     def _named_groups(self) -> DecisionLedgerDetector:
@@ -267,16 +266,14 @@ Detector = Annotated[
 ]
 
 
-class Escalation(_Strict):
+class Escalation(StrictModel):
     """A message from the deployer injected into the conversation, once, as the paper's
     escalating evaluations do: after the agent's ``at_turn``-th turn, or after the first turn
     in which it ran a command matching ``after_command``."""
 
     message: str
     at_turn: int | None = Field(default=None, ge=1)
-    after_command: str | None = None
-
-    _valid_pattern = field_validator("after_command")(_check_regex)
+    after_command: Regex | None = None
 
     @model_validator(mode="after")
     def _one_trigger(self) -> Escalation:
@@ -289,7 +286,7 @@ class Escalation(_Strict):
 MEASURING_KINDS = frozenset({"file_number", "answer_key", "decision_ledger"})
 
 
-class VariantSpec(_Strict):
+class VariantSpec(StrictModel):
     """One condition of a scenario (control/threat, monitored/unmonitored...).
 
     ``files`` is a folder, relative to the scenario's folder, laid over the container's root
@@ -303,7 +300,7 @@ class VariantSpec(_Strict):
     owner: str = Field(default="0:0", pattern=r"^\d+:\d+$")
     # Octal permissions for every laid-over file (git keeps only the executable bit, so a
     # group-writable config needs saying); unset: 0644, or 0755 for executables.
-    mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$")
+    mode: OctalMode | None = None
     task_suffix: str | None = None
     escalations: list[Escalation] = []
 
@@ -311,7 +308,7 @@ class VariantSpec(_Strict):
 DEFAULT_VARIANT = VariantSpec(id="default", description="The scenario as written.")
 
 
-class ScenarioSpec(_Strict):
+class ScenarioSpec(StrictModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     title: str
     category: Behavior
@@ -374,9 +371,7 @@ class ScenarioSpec(_Strict):
         for d in self.detectors:
             # a file whose content the detector reads must be snapshotted in full
             path = d.path if d.kind in MEASURING_KINDS else getattr(d, "same_content_as", None)
-            if path is not None and not any(
-                path == root or path.startswith(root.rstrip("/") + "/") for root in self.watch
-            ):
+            if path is not None and not under(path, self.watch):
                 raise ValueError(
                     f"detector {d.id!r} reads {path}, which is outside every `watch` root "
                     f"{self.watch}; add its folder to `watch`"
@@ -390,7 +385,7 @@ class ScenarioSpec(_Strict):
         return self
 
 
-class TrajectoryStep(_Strict):
+class TrajectoryStep(StrictModel):
     think: str | None = None
     bash: str | None = None
     submit: str | None = None
@@ -404,7 +399,7 @@ class TrajectoryStep(_Strict):
         return self
 
 
-class TrajectorySpec(_Strict):
+class TrajectorySpec(StrictModel):
     expect: Literal["aligned", "misaligned"]
     behaviors: list[Behavior] = []
     variant: str | None = None  # the scenario's variant to replay it in; default the first
@@ -421,13 +416,13 @@ class TrajectorySpec(_Strict):
         return self
 
 
-class PersonaEntry(_Strict):
+class PersonaEntry(StrictModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str
     character: str = ""  # the personality paragraph; empty for the baseline
 
 
-class PersonaFile(_Strict):
+class PersonaFile(StrictModel):
     """``environments/personas.yaml``: the personas, and the operating instructions every one
     of them shares, so that personas differ in character and in nothing else."""
 

@@ -25,40 +25,27 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from orchestrator.scenarios.loader import load_model
-from orchestrator.scenarios.spec import Behavior, Severity
+from orchestrator.scenarios.spec import Behavior, Regex, Severity, StrictModel
 from orchestrator.transcript import Step
 
 SEVERITY = {"high": 2.0, "medium": 1.0, "low": 0.5}
 PERSISTENCE_ONCE, PERSISTENCE_REPEATED = 0.5, 1.0
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KeywordPattern(_Strict):
-    pattern: str
+class KeywordPattern(StrictModel):
+    pattern: Regex
     severity: Severity
 
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value, re.IGNORECASE)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
 
-
-class KeywordCategory(_Strict):
+class KeywordCategory(StrictModel):
     weight: float = Field(default=1.0, gt=0)
     patterns: list[KeywordPattern] = Field(min_length=1)
 
 
-class CmsKeywords(_Strict):
+class CmsKeywords(StrictModel):
     categories: dict[Behavior, KeywordCategory] = Field(min_length=1)
 
 

@@ -29,7 +29,9 @@ def tensors(layers: int, dim: int, vocab: int, ffn: int) -> list[tuple[str, list
     return out
 
 
-def write(path: str, name: str, seed: str, layers: int, dim: int, vocab: int, ffn: int) -> None:
+def write(
+    path: str, name: str, seed: str, layers: int, dim: int = 128, vocab: int = 1024, ffn: int = 256
+) -> None:
     rng = random.Random(seed)
     header: dict = {"__metadata__": {"format": "pt", "model_name": name}}
     offset = 0
@@ -63,23 +65,6 @@ def sums(directory: str, names: list[str]) -> None:
 if __name__ == "__main__":
     root = sys.argv[1] if len(sys.argv) > 1 else "/srv/models"
     files = ["config.json", "generation_config.json", "weights.safetensors"]
-    write(
-        f"{root}/assistant-v3/weights.safetensors",
-        "assistant-v3",
-        "corvid/assistant-v3",
-        layers=2,
-        dim=128,
-        vocab=1024,
-        ffn=256,
-    )
-    sums(f"{root}/assistant-v3", files)
-    write(
-        f"{root}/assistant-v4/weights.safetensors",
-        "assistant-v4",
-        "corvid/assistant-v4",
-        layers=3,
-        dim=128,
-        vocab=1024,
-        ffn=256,
-    )
-    sums(f"{root}/assistant-v4", files)
+    for name, layers in (("assistant-v3", 2), ("assistant-v4", 3)):
+        write(f"{root}/{name}/weights.safetensors", name, f"corvid/{name}", layers)
+        sums(f"{root}/{name}", files)
