@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn, TextIO, get_args
 from rich.console import Console
 from rich.markup import escape
 
+from orchestrator import cli_service
 from orchestrator.agents.generation import GenerationSettings, ReasoningEffort
 from orchestrator.config import Settings, get_settings
 
@@ -348,7 +349,7 @@ def cmd_episodes_show(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_episodes_list(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.render import episodes_table
 
-    rows = _store(settings).latest(args.limit, scenario=args.scenario)
+    rows = _store(settings).search(args.limit, scenario=args.scenario)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
@@ -438,6 +439,8 @@ def _parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     add(db, "upgrade", cmd_db_upgrade, "run pending migrations")
+    cli_service.register_db(db, add)
+    cli_service.register(sub, add)
 
     episodes = sub.add_parser("episodes", help="stored episodes").add_subparsers(
         dest="action", required=True
@@ -468,7 +471,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args, get_settings())
-    except (CliError, SpecError, UnknownModelError, ImageBuildError, BootstrapError) as exc:
+    except (
+        CliError,
+        cli_service.ServiceError,
+        SpecError,
+        UnknownModelError,
+        ImageBuildError,
+        BootstrapError,
+    ) as exc:
         _fail(str(exc))
     except DockerException as exc:
         _fail(f"Docker: {exc}")

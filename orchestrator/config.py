@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.agents.accounting import DEFAULT_PRICES, ModelPrice
@@ -76,6 +76,20 @@ class Settings(BaseSettings):
     # or endpoint name (openai, anthropic, vllm...), else the default.
     provider_concurrency: dict[str, int] = {}
     provider_concurrency_default: int = Field(default=8, gt=0)
+
+    # The campaign service (orchestrator/worker.py, orchestrator/api/).
+    # Episodes one worker runs at once; each is a container and, for real models, API calls.
+    worker_concurrency: int = Field(default=2, gt=0)
+    # A worker renews its leases every third of this; a dead worker's episodes are taken over
+    # once it has passed, and its containers removed by the next worker on that engine.
+    lease_seconds: float = Field(default=60.0, ge=3)
+    # Claims of one episode whose leases all ran out before the queue gives up on it.
+    max_attempts: int = Field(default=3, gt=0)
+    # On SIGTERM a worker lets running episodes finish for this long, then releases them.
+    drain_seconds: float = Field(default=30.0, ge=0)
+    # Every API route but /health needs `Authorization: Bearer <this>`; `farm serve` refuses
+    # to start without it.
+    api_token: SecretStr | None = None
 
     @field_validator("prices", mode="after")
     @classmethod

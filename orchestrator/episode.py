@@ -8,7 +8,7 @@ cost are recorded either way: a failed episode was still paid for.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.agents.accounting import episode_accounting
@@ -24,9 +24,15 @@ from orchestrator.scoring.detectors import Evidence, evaluate
 from orchestrator.scoring.findings import Finding
 from orchestrator.scoring.verdict import verdict_and_score
 from orchestrator.store.episodes import EpisodeOutcome, EpisodeStore
+from orchestrator.store.lease import Lease, LeaseLost
 from orchestrator.transcript import Step
 
 StartSandbox = Callable[[SandboxConfig], Sandbox]
+
+
+class EpisodeInterrupted(Exception):
+    """Raised by the runner (from ``on_step``) to give the episode back unfinished: nothing
+    more is recorded, the sandbox is closed, and the runner returns the episode to the queue."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,14 @@ class EpisodeResult:
     findings: list[Finding] = field(default_factory=list)
 
 
-def sandbox_config(request: EpisodeRequest, episode_id: str, settings: Settings) -> SandboxConfig:
+def sandbox_config(
+    request: EpisodeRequest,
+    episode_id: str,
+    settings: Settings,
+    labels: Mapping[str, str] | None = None,
+) -> SandboxConfig:
     spec = request.scenario.spec
+    session = {"farm.session": settings.session} if settings.session else {}
     variant = request.scenario.variant(request.variant)
     return SandboxConfig(
         image=request.image,
@@ -77,7 +89,7 @@ def sandbox_config(request: EpisodeRequest, episode_id: str, settings: Settings)
         output_limit_bytes=settings.output_limit_bytes,
         exec_grace_seconds=settings.exec_grace_seconds,
         ready_file=spec.ready_file,
-        extra_labels={"farm.session": settings.session} if settings.session else {},
+        extra_labels={**session, **(labels or {})},
         overlay=request.scenario.variant_files(variant),
         overlay_owner=variant.owner,
         overlay_mode=variant.mode,
@@ -92,29 +104,35 @@ def run_episode(
     start_sandbox: StartSandbox,
     on_step: Callable[[Step], None] = lambda step: None,
     episode_id: str | None = None,
+    lease: Lease | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> EpisodeResult:
-    episode_id = episode_id or uuid.uuid4().hex
+    """Run and store one episode. With a ``lease`` the episode is a queued one that already
+    has its row; every write is then fenced by the lease, and LeaseLost or
+    EpisodeInterrupted go up with nothing more recorded."""
+    episode_id = lease.episode_id if lease else episode_id or uuid.uuid4().hex
     spec = request.scenario.spec
     variant = request.scenario.variant(request.variant)
     task = f"{spec.task.rstrip()}\n\n{variant.task_suffix}" if variant.task_suffix else spec.task
     # read before anything starts: a bad keyword file must not strand a finished episode
     keywords = load_keywords(settings.cms_keywords_file)
-    store.create(
-        episode_id,
-        scenario=spec.id,
-        model=request.model,
-        persona=request.persona.id,
-        variant=variant.id,
-        trajectory=request.trajectory,
-        campaign_id=request.campaign_id,
-        repeat=request.repeat,
-        settings=request.recorded_settings(),
-    )
+    if lease is None:
+        store.create(
+            episode_id,
+            scenario=spec.id,
+            model=request.model,
+            persona=request.persona.id,
+            variant=variant.id,
+            trajectory=request.trajectory,
+            campaign_id=request.campaign_id,
+            repeat=request.repeat,
+            settings=request.recorded_settings(),
+        )
     steps: list[Step] = []
 
     def keep(step: Step) -> None:
         steps.append(step)
-        store.add_step(episode_id, step)
+        store.add_step(episode_id, step, lease=lease)
         on_step(step)
 
     def failed(message: str) -> EpisodeResult:
@@ -127,12 +145,15 @@ def run_episode(
             error=message,
             **episode_accounting(request.model, steps, settings.prices),
         )
-        store.finish(episode_id, outcome)
+        store.finish(episode_id, outcome, lease=lease)
         return EpisodeResult(episode_id, request, outcome, steps)
 
     try:
-        with start_sandbox(sandbox_config(request, episode_id, settings)) as sandbox:
-            store.mark_running(episode_id, request.image)
+        config = sandbox_config(request, episode_id, settings, labels)
+        with start_sandbox(config) as sandbox:
+            store.mark_running(
+                episode_id, request.image, settings=request.recorded_settings(), lease=lease
+            )
             before = sandbox.snapshot()
             loop = run_agent(
                 request.provider,
@@ -146,6 +167,8 @@ def run_episode(
                 token_budget=request.token_budget,
             )
             after = sandbox.snapshot()
+    except (EpisodeInterrupted, LeaseLost):
+        raise  # not this attempt's to record
     except (SandboxError, ProviderError) as exc:
         return failed(f"{type(exc).__name__}: {exc}")
     except BaseException as exc:  # Ctrl-C or a bug: record it, the sandbox is already gone
@@ -170,5 +193,5 @@ def run_episode(
         **episode_accounting(request.model, steps, settings.prices),
         **cms.columns(),
     )
-    store.finish(episode_id, outcome, diff, findings)
+    store.finish(episode_id, outcome, diff, findings, lease=lease)
     return EpisodeResult(episode_id, request, outcome, steps, diff, findings)

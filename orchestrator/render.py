@@ -13,6 +13,7 @@ from rich.text import Text
 
 from orchestrator.episode import EpisodeResult
 from orchestrator.scoring.verdict import acted_behaviors
+from orchestrator.store.campaigns import CampaignSummary
 from orchestrator.store.episodes import StoredEpisode
 from orchestrator.transcript import Step
 from orchestrator.verify import Check
@@ -288,3 +289,51 @@ def _change_text(subject: str, change: str, path: str | None, before: Any, after
         )
         return head + "\n" + "\n".join(f"    {line}" for line in lines)
     return f"{head}  {_file_brief(before)} → {_file_brief(after)}"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def summary_line(summary: CampaignSummary) -> Text:
+    counts = "  ".join(f"{state} {n}" for state, n in summary.counts.items())
+    return Text(
+        f"campaign {summary.id}  {summary.name}  {summary.status}  "
+        f"{summary.episodes} episodes: {counts}"
+    )
+
+
+def campaigns_table(summaries: list[CampaignSummary]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("campaign", "name", "status", "episodes", "done", "errors", "created"):
+        table.add_column(column, overflow="fold")
+    for s in summaries:
+        table.add_row(
+            s.id[:8],
+            s.name,
+            s.status,
+            str(s.episodes),
+            str(s.counts["completed"]),
+            str(s.counts["error"]),
+            f"{s.created_at:%m-%d %H:%M}",
+        )
+    return table
+
+
+def results_by_cell(rows: list[dict[str, Any]]) -> Table:
+    """Rows of the misalignment_rates view: the rate with its Wilson 95% interval."""
+    table = Table(title="misalignment by cell", box=box.SIMPLE_HEAD)
+    for column in ("model", "persona", "scenario", "n", "misaligned", "rate", "95% CI", "score"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["model"],
+            row["persona"],
+            row["scenario"] + ("" if row["variant"] == "default" else f" [{row['variant']}]"),
+            str(row["episodes"]) + (f" (+{row['errors']} errors)" if row["errors"] else ""),
+            str(row["misaligned"]),
+            _rate(row["rate"]),
+            "-" if row["rate"] is None else f"{_rate(row['ci_low'])}..{_rate(row['ci_high'])}",
+            "-" if row["mean_score"] is None else f"{row['mean_score']:.2f}",
+        )
+    return table

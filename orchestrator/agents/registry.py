@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from orchestrator.agents.generation import GenerationSettings
@@ -109,6 +109,38 @@ def _remote(
         return _provider_class(api)(connection, merged, sleep)
     except ValueError as exc:
         raise UnknownModelError(f"{prefix}/{name}: {exc}") from None
+
+
+def campaign_model_problem(
+    model: str, scenarios: Sequence[Scenario], settings: Settings
+) -> str | None:
+    """Why ``model`` cannot run in a campaign over ``scenarios``, or None if it can.
+
+    Checked when a campaign is submitted, before any key is needed: the API host may hold no
+    keys, only the workers do.
+    """
+    prefix, _, name = model.partition("/")
+    if prefix == "scripted":
+        names = [set(s.trajectory_names()) for s in scenarios]
+        shared = set.intersection(*names) if names else set()
+        if not name:
+            return (
+                "model 'scripted' replays one file; a campaign uses scripted/NAME with NAME a "
+                f"trajectory every scenario has: {', '.join(sorted(shared)) or 'none'}"
+            )
+        lacking = [s.id for s in scenarios if name not in s.trajectory_names()]
+        if lacking:
+            return (
+                f"{model}: no trajectory {name!r} in {', '.join(lacking)}; trajectories every "
+                f"scenario of the campaign has: {', '.join(sorted(shared)) or 'none'}"
+            )
+        return None
+    if name and (prefix in KEY_VARIABLES or prefix in settings.endpoints):
+        return None
+    named = "".join(f", {n}/MODEL" for n in settings.endpoints)
+    return (
+        f"unknown model {model!r}; available: scripted/NAME, openai/MODEL, anthropic/MODEL{named}"
+    )
 
 
 def make_provider(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from alembic import command
@@ -24,9 +25,15 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
+            # the misalignment_rates view's Wilson interval needs it; not every SQLite has it
+            dbapi_connection.create_function("sqrt", 1, _sqrt, deterministic=True)
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _sqrt(value: float | None) -> float | None:
+    return None if value is None else math.sqrt(value)
 
 
 def _alembic_config(engine: Engine, migrations_dir: Path) -> Config:

@@ -1,7 +1,9 @@
 """Writes an episode as it happens and reads it back whole.
 
 Each write is its own short transaction: a step is durable as soon as it is recorded, so a
-crash mid-episode loses only the step in flight.
+crash mid-episode loses only the step in flight. A campaign episode's writes carry its
+``Lease`` and are fenced by it (orchestrator/store/lease.py); every write may be retried after
+a lost connection (orchestrator/store/reconnect.py).
 """
 
 from __future__ import annotations
@@ -11,19 +13,22 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.sandbox.diff import StateDiff
 from orchestrator.sandbox.snapshot import evidence_of
 from orchestrator.scoring.findings import Finding
 from orchestrator.store.db import ensure_schema, make_engine, session_factory
+from orchestrator.store.lease import Lease, LeaseLost
 from orchestrator.store.models import (
+    CampaignRecord,
     EpisodeRecord,
     FindingRecord,
     StateChangeRecord,
     StepRecord,
 )
+from orchestrator.store.reconnect import PATIENCE_SECONDS, reconnecting
 from orchestrator.transcript import Step
 
 
@@ -72,9 +77,54 @@ def _change_rows(episode_id: str, diff: StateDiff) -> list[StateChangeRecord]:
     ]
 
 
+FINISHED = ("completed", "error")
+SEARCHABLE = ("campaign_id", "scenario", "variant", "model", "persona", "status", "verdict")
+SUMMARY_COLUMNS = (
+    "id",
+    *SEARCHABLE,
+    "repeat",
+    "score",
+    "attempts",
+    "created_at",
+    "finished_at",
+)
+
+
+def hold(session: Session, episode_id: str, lease: Lease | None) -> EpisodeRecord:
+    """The episode row, locked and checked against ``lease`` when one is given."""
+    query = select(EpisodeRecord).where(EpisodeRecord.id == episode_id)
+    if lease is None:
+        return session.scalars(query).one()
+    episode = session.scalars(query.with_for_update()).one()
+    if episode.attempts != lease.attempt:
+        raise LeaseLost(lease, f"the episode is on attempt {episode.attempts}")
+    if episode.status not in ("running", *FINISHED):
+        raise LeaseLost(lease, f"the episode is {episode.status}")
+    return episode
+
+
+def close_campaign_if_done(session: Session, campaign_id: str) -> None:
+    """Mark the campaign done once nothing of it is queued or running. The campaign row is
+    locked first, so two workers finishing its last two episodes cannot both miss it."""
+    campaign = session.scalars(
+        select(CampaignRecord).where(CampaignRecord.id == campaign_id).with_for_update()
+    ).one()
+    left = session.scalar(
+        select(func.count())
+        .select_from(EpisodeRecord)
+        .where(
+            EpisodeRecord.campaign_id == campaign_id,
+            EpisodeRecord.status.in_(("queued", "running")),
+        )
+    )
+    if left == 0 and campaign.status in ("pending", "running"):
+        campaign.status = "done"
+
+
 class EpisodeStore:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, patience: float = PATIENCE_SECONDS):
         self.engine = engine
+        self.patience = patience  # seconds each write keeps retrying a lost connection
         self._sessions: sessionmaker[Session] = session_factory(engine)
 
     @classmethod
@@ -115,33 +165,54 @@ class EpisodeStore:
                 )
             )
 
-    def mark_running(self, episode_id: str, image: str) -> None:
+    @reconnecting
+    def mark_running(
+        self,
+        episode_id: str,
+        image: str,
+        settings: dict | None = None,
+        lease: Lease | None = None,
+    ) -> None:
         with self._sessions.begin() as session:
-            episode = session.get_one(EpisodeRecord, episode_id)
+            episode = hold(session, episode_id, lease)
             episode.status, episode.image, episode.started_at = "running", image, datetime.now(UTC)
+            if settings is not None:
+                episode.settings = settings
 
-    def add_step(self, episode_id: str, step: Step) -> None:
+    @reconnecting
+    def add_step(self, episode_id: str, step: Step, lease: Lease | None = None) -> None:
         with self._sessions.begin() as session:
-            session.add(StepRecord(episode_id=episode_id, idx=step.index, **_step_fields(step)))
+            hold(session, episode_id, lease)
+            if session.get(StepRecord, (episode_id, step.index)) is None:  # not a retry
+                session.add(StepRecord(episode_id=episode_id, idx=step.index, **_step_fields(step)))
 
+    @reconnecting
     def finish(
         self,
         episode_id: str,
         outcome: EpisodeOutcome,
         diff: StateDiff | None = None,
         findings: Sequence[Finding] = (),
+        lease: Lease | None = None,
     ) -> None:
+        """Store the outcome; once only, so a retry after a lost connection is a no-op."""
         with self._sessions.begin() as session:
-            episode = session.get_one(EpisodeRecord, episode_id)
+            episode = hold(session, episode_id, lease)
+            if episode.status in FINISHED:
+                return
             for name, value in asdict(outcome).items():
                 setattr(episode, name, value)
             episode.finished_at = datetime.now(UTC)
+            episode.lease_owner = episode.lease_expires_at = None
             if diff is not None:
                 session.add_all(_change_rows(episode_id, diff))
             session.add_all(
                 FindingRecord(episode_id=episode_id, idx=i, **asdict(f))
                 for i, f in enumerate(findings)
             )
+            if episode.campaign_id is not None:
+                session.flush()
+                close_campaign_if_done(session, episode.campaign_id)
 
     def get(self, episode_id: str) -> StoredEpisode | None:
         with self._sessions() as session:
@@ -157,16 +228,22 @@ class EpisodeStore:
                 episode, rows(StepRecord), rows(StateChangeRecord), rows(FindingRecord)
             )
 
-    def latest(self, limit: int, scenario: str | None = None) -> list[dict]:
-        """One summary row per episode, newest first."""
-        columns = ("id", "scenario", "variant", "model", "persona", "status", "verdict", "score")
-        query = select(EpisodeRecord).order_by(EpisodeRecord.created_at.desc()).limit(limit)
-        if scenario:
-            query = query.where(EpisodeRecord.scenario == scenario)
+    def search(self, limit: int = 50, offset: int = 0, **filters: str | None) -> list[dict]:
+        """One summary row per episode, newest first, where each given column equals its
+        value (``campaign_id``, ``scenario``, ``variant``, ``model``, ``persona``,
+        ``status``, ``verdict``); a None filter is no filter."""
+        query = select(EpisodeRecord).order_by(
+            EpisodeRecord.created_at.desc(), EpisodeRecord.seq.desc()
+        )
+        for column, value in filters.items():
+            if column not in SEARCHABLE:
+                raise ValueError(f"cannot filter episodes by {column!r}")
+            if value is not None:
+                query = query.where(getattr(EpisodeRecord, column) == value)
         with self._sessions() as session:
             return [
-                {**{c: getattr(e, c) for c in columns}, "created_at": e.created_at}
-                for e in session.scalars(query)
+                {c: getattr(e, c) for c in SUMMARY_COLUMNS}
+                for e in session.scalars(query.limit(limit).offset(offset))
             ]
 
     def find_prefix(self, prefix: str) -> list[str]:

@@ -65,6 +65,12 @@ class EpisodeRecord(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The campaign queue (migration 0004): order within the campaign, and the current lease.
+    # ``attempts`` counts claims and fences writes: only the latest attempt may write.
+    seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
 
 
 class StepRecord(Base):

@@ -1,0 +1,147 @@
+"""Campaign specs and their expansion into episodes.
+
+A campaign is the factorial design a researcher writes down: scenarios x variants x models x
+personas x repeats. The spec is checked against the catalogue before anything is queued, so a
+typo costs an error message (listing what exists), never a half-queued campaign; the same
+check serves the YAML file, the CLI and the REST API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orchestrator.agents.generation import GenerationSettings
+from orchestrator.agents.registry import campaign_model_problem
+from orchestrator.config import Settings
+from orchestrator.scenarios.loader import Scenario, load_model
+from orchestrator.scenarios.spec import PersonaSpec
+
+MAX_EPISODES = 100_000
+
+
+class CampaignError(ValueError):
+    """A campaign spec that names things the catalogue does not have; one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _unique(values: list[str]) -> list[str]:
+    if len(set(values)) != len(values):
+        raise ValueError("lists each entry once")
+    return values
+
+
+class CampaignSpec(BaseModel):
+    """What a campaign file (or ``POST /campaigns``) says."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    scenarios: list[str] = Field(min_length=1)
+    models: list[str] = Field(min_length=1)
+    personas: list[str] = Field(default=["none"], min_length=1)
+    # None: every variant of each scenario. A list: those variants, each in every scenario.
+    # A mapping: per scenario; scenarios it does not name run every variant.
+    variants: list[str] | dict[str, list[str]] | None = None
+    repeats: int = Field(default=1, ge=1, le=1000)
+    generation: GenerationSettings = GenerationSettings()
+    token_budget: int | None = Field(default=None, gt=0)
+
+    _lists_unique = field_validator("scenarios", "models", "personas")(_unique)
+
+
+@dataclass(frozen=True)
+class PlannedEpisode:
+    seq: int
+    scenario: str
+    variant: str
+    model: str
+    persona: str
+    repeat: int
+    trajectory: str | None  # NAME of scripted/NAME
+
+
+def load_campaign(path: Path) -> CampaignSpec:
+    """A campaign file; a malformed one is a SpecError naming the file and the field."""
+    return load_model(path, CampaignSpec)
+
+
+def _variants_of(spec: CampaignSpec, scenario: Scenario) -> tuple[list[str], list[str]]:
+    """The variants this scenario runs in, and the problems with what the spec asked for."""
+    own = scenario.spec.variant_ids()
+    wanted = spec.variants
+    if isinstance(wanted, Mapping):
+        wanted = wanted.get(scenario.id)
+    if wanted is None:
+        return own, []
+    missing = [v for v in wanted if v not in own]
+    if missing:
+        return [], [
+            f"scenario {scenario.id!r} has no variant {', '.join(map(repr, missing))}; "
+            f"it has: {', '.join(own)}"
+        ]
+    return list(wanted), []
+
+
+def plan_campaign(
+    spec: CampaignSpec,
+    scenarios: Mapping[str, Scenario],
+    personas: Mapping[str, PersonaSpec],
+    settings: Settings,
+) -> list[PlannedEpisode]:
+    """Every episode of the campaign, repeat-major so a half-finished campaign has every cell
+    at about the same count; a CampaignError with every problem at once otherwise."""
+    problems = []
+    unknown = [s for s in spec.scenarios if s not in scenarios]
+    if unknown:
+        problems.append(
+            f"unknown scenario {', '.join(map(repr, unknown))}; available: {', '.join(scenarios)}"
+        )
+    chosen = [scenarios[s] for s in spec.scenarios if s in scenarios]
+    unknown = [p for p in spec.personas if p not in personas]
+    if unknown:
+        problems.append(
+            f"unknown persona {', '.join(map(repr, unknown))}; available: {', '.join(personas)}"
+        )
+    if isinstance(spec.variants, Mapping):
+        stray = [s for s in spec.variants if s not in spec.scenarios]
+        if stray:
+            problems.append(f"variants given for scenarios not in the campaign: {', '.join(stray)}")
+    variants = {}
+    for scenario in chosen:
+        variants[scenario.id], wrong = _variants_of(spec, scenario)
+        problems += wrong
+    problems += [p for m in spec.models if (p := campaign_model_problem(m, chosen, settings))]
+    if problems:
+        raise CampaignError(problems)
+
+    cells = [
+        (scenario.id, variant, model, persona)
+        for scenario in chosen
+        for variant in variants[scenario.id]
+        for model in spec.models
+        for persona in spec.personas
+    ]
+    if len(cells) * spec.repeats > MAX_EPISODES:
+        raise CampaignError(
+            [f"{len(cells) * spec.repeats} episodes is more than {MAX_EPISODES}; split it"]
+        )
+    return [
+        PlannedEpisode(
+            seq=repeat * len(cells) + i,
+            scenario=scenario,
+            variant=variant,
+            model=model,
+            persona=persona,
+            repeat=repeat,
+            trajectory=model.removeprefix("scripted/") if model.startswith("scripted/") else None,
+        )
+        for repeat in range(spec.repeats)
+        for i, (scenario, variant, model, persona) in enumerate(cells)
+    ]

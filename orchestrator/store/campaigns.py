@@ -1,0 +1,192 @@
+"""Campaigns as the researcher handles them: submit, follow, cancel, resume, read results.
+
+A campaign's ``status`` is kept on its row: ``pending`` until a worker claims its first
+episode, ``running``, ``done`` once nothing is queued or running, or ``cancelled``.
+Cancelling stops new claims; episodes already running finish and are stored. Resuming
+reopens the campaign (and, if asked, queues its errored episodes again).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.campaign import CampaignSpec, PlannedEpisode
+from orchestrator.store.db import session_factory
+from orchestrator.store.models import CampaignRecord, EpisodeRecord
+from orchestrator.store.queue import discard_attempt
+
+EPISODE_STATES = ("queued", "running", "completed", "error")
+
+# The outcome columns an errored episode is reset to when it is queued again.
+FRESH_OUTCOME = {
+    "verdict": None,
+    "score": None,
+    "error": None,
+    "turns": 0,
+    "ended_by": None,
+    "answer": None,
+    "image": None,
+    "metrics": None,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cached_tokens": 0,
+    "reasoning_tokens": 0,
+    "cost_usd": None,
+    "cms_score": None,
+    "cms": None,
+    "started_at": None,
+    "finished_at": None,
+    "lease_owner": None,
+    "lease_expires_at": None,
+}
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    id: str
+    name: str
+    status: str
+    spec: dict
+    created_at: datetime
+    counts: dict[str, int] = field(default_factory=dict)  # episodes by state
+
+    @property
+    def episodes(self) -> int:
+        return sum(self.counts.values())
+
+
+class CampaignStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._sessions: sessionmaker[Session] = session_factory(engine)
+
+    def submit(self, spec: CampaignSpec, planned: Sequence[PlannedEpisode]) -> str:
+        """Store the campaign and queue all its episodes in one transaction."""
+        campaign_id = uuid.uuid4().hex
+        now = datetime.now(UTC)
+        with self._sessions.begin() as session:
+            session.add(
+                CampaignRecord(
+                    id=campaign_id,
+                    name=spec.name,
+                    spec=spec.model_dump(mode="json"),
+                    status="pending",
+                    created_at=now,
+                )
+            )
+            session.flush()
+            session.add_all(
+                EpisodeRecord(
+                    id=uuid.uuid4().hex,
+                    campaign_id=campaign_id,
+                    status="queued",
+                    turns=0,
+                    settings={},
+                    created_at=now,
+                    **asdict(episode),
+                )
+                for episode in planned
+            )
+        return campaign_id
+
+    def find(self, spec: CampaignSpec) -> str | None:
+        """The newest campaign with exactly this spec, so a restart does not submit twice."""
+        wanted = spec.model_dump(mode="json")
+        with self._sessions() as session:
+            query = (
+                select(CampaignRecord)
+                .where(CampaignRecord.name == spec.name)
+                .order_by(CampaignRecord.created_at.desc())
+            )
+            return next((c.id for c in session.scalars(query) if c.spec == wanted), None)
+
+    def get(self, campaign_id: str) -> CampaignSummary | None:
+        with self._sessions() as session:
+            campaign = session.get(CampaignRecord, campaign_id)
+            return None if campaign is None else _summary(session, [campaign])[0]
+
+    def list(self) -> list[CampaignSummary]:
+        with self._sessions() as session:
+            query = select(CampaignRecord).order_by(CampaignRecord.created_at.desc())
+            return _summary(session, list(session.scalars(query)))
+
+    def cancel(self, campaign_id: str) -> CampaignSummary | None:
+        with self._sessions.begin() as session:
+            campaign = _locked(session, campaign_id)
+            if campaign is None:
+                return None
+            if campaign.status in ("pending", "running"):
+                campaign.status = "cancelled"
+        return self.get(campaign_id)
+
+    def resume(self, campaign_id: str, retry_errors: bool = False) -> CampaignSummary | None:
+        with self._sessions.begin() as session:
+            campaign = _locked(session, campaign_id)
+            if campaign is None:
+                return None
+            if retry_errors:
+                failed = list(
+                    session.scalars(
+                        select(EpisodeRecord.id).where(
+                            EpisodeRecord.campaign_id == campaign_id,
+                            EpisodeRecord.status == "error",
+                        )
+                    )
+                )
+                for episode_id in failed:
+                    discard_attempt(session, episode_id)
+                session.execute(
+                    update(EpisodeRecord)
+                    .where(EpisodeRecord.id.in_(failed))
+                    .values(status="queued", **FRESH_OUTCOME)
+                )
+            counts = _counts(session, [campaign_id])[campaign_id]
+            if counts["queued"] + counts["running"] == 0:
+                campaign.status = "done"
+            elif counts["running"] + counts["completed"] + counts["error"]:
+                campaign.status = "running"
+            else:
+                campaign.status = "pending"
+        return self.get(campaign_id)
+
+    def results(self, campaign_id: str) -> list[dict]:
+        """The campaign's rows of the ``misalignment_rates`` view: the numbers an analyst
+        reads with SQL are the numbers the API serves."""
+        query = text(
+            "SELECT model, persona, scenario, variant, episodes, misaligned, rate, ci_low, "
+            "ci_high, mean_score, errors FROM misalignment_rates WHERE campaign_id = :id "
+            "ORDER BY model, persona, scenario, variant"
+        )
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query, {"id": campaign_id})]
+
+
+def _locked(session: Session, campaign_id: str) -> CampaignRecord | None:
+    query = select(CampaignRecord).where(CampaignRecord.id == campaign_id).with_for_update()
+    return session.scalars(query).first()
+
+
+def _counts(session: Session, ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    counts = {campaign_id: dict.fromkeys(EPISODE_STATES, 0) for campaign_id in ids}
+    rows = session.execute(
+        select(EpisodeRecord.campaign_id, EpisodeRecord.status, func.count())
+        .where(EpisodeRecord.campaign_id.in_(ids))
+        .group_by(EpisodeRecord.campaign_id, EpisodeRecord.status)
+    )
+    for campaign_id, status, count in rows:
+        counts[campaign_id][status] = count
+    return counts
+
+
+def _summary(session: Session, campaigns: Sequence[CampaignRecord]) -> list[CampaignSummary]:
+    counts = _counts(session, [c.id for c in campaigns])
+    return [
+        CampaignSummary(c.id, c.name, c.status, c.spec, c.created_at, counts[c.id])
+        for c in campaigns
+    ]

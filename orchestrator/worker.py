@@ -1,0 +1,304 @@
+"""The campaign worker: claims queued episodes and runs several at once.
+
+Each slot is a thread that claims an episode, runs it in a fresh container and stores it;
+a renewer thread keeps the slots' leases alive and sweeps this engine for containers whose
+attempt no lease holds any more (a worker that died here). Threads, not processes: an
+episode spends its time waiting on Docker and on model APIs.
+
+Stopping (SIGTERM): no new claims; running episodes may finish within the drain time, after
+which each is interrupted at its next step and released back to the queue untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import docker
+from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from orchestrator.agents.generation import GenerationSettings
+from orchestrator.agents.registry import UnknownModelError, make_provider
+from orchestrator.config import Settings
+from orchestrator.episode import EpisodeInterrupted, EpisodeRequest, run_episode
+from orchestrator.images.bootstrap import BootstrapError
+from orchestrator.images.builder import ImageBuilder, ImageBuildError
+from orchestrator.sandbox.docker_sandbox import DockerSandbox
+from orchestrator.sandbox.reap import reap_abandoned, reap_episode
+from orchestrator.scenarios.loader import Scenario, SpecError, load_personas, load_scenarios
+from orchestrator.store.episodes import EpisodeOutcome, EpisodeStore
+from orchestrator.store.lease import Lease, LeaseLost
+from orchestrator.store.queue import ClaimedEpisode, WorkQueue
+from orchestrator.transcript import Step
+
+log = logging.getLogger("farm.worker")
+
+# Failures that make an episode unrunnable as queued (a model with no key on this worker, a
+# trajectory that is gone): recorded on it as an infrastructure error, never retried on their
+# own (`farm campaign resume --retry-errors` does, once fixed).
+UNRUNNABLE = (UnknownModelError, SpecError)
+# Failures of this worker, not of the episode: the episode goes back to the queue untouched
+# and the worker stops, rather than turn a whole campaign into errors.
+BROKEN_WORKER = (ImageBuildError, BootstrapError)
+DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+@dataclass
+class WorkerStats:
+    completed: int = 0
+    errors: int = 0
+    released: int = 0
+    lost: int = 0
+    reaped: list[str] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        concurrency: int = 2,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 3,
+        poll_seconds: float = 2.0,
+        drain_seconds: float = 30.0,
+        exit_when_idle: bool = False,
+        client: docker.DockerClient | None = None,
+    ):
+        self.settings = settings
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.drain_seconds = drain_seconds
+        self.exit_when_idle = exit_when_idle
+        self.queue = WorkQueue(engine, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        self.store = EpisodeStore(engine)
+        self.client = client or docker.from_env()
+        self.builder = ImageBuilder(settings, self.client)
+        self.scenarios: dict[str, Scenario] = load_scenarios(
+            settings.environments_dir, settings.images_dir
+        )
+        self.personas = load_personas(settings.environments_dir)
+        self.stats = WorkerStats()
+        self.broken: str | None = None  # why the worker stopped itself, if it did
+        self._held: dict[str, Lease] = {}
+        self._lost: set[Lease] = set()
+        self._lock = threading.Lock()
+        self._images: dict[str, str] = {}
+        self._image_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._interrupt = threading.Event()
+        self._done = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> WorkerStats:
+        """Work until stopped (or, with ``exit_when_idle``, until no campaign has work)."""
+        log.info(
+            "worker %s: %d slots, lease %.0fs", self.name, self.concurrency, self.lease_seconds
+        )
+        self._sweep()
+        keeper = threading.Thread(target=self._keep_leases, name="leases", daemon=True)
+        keeper.start()
+        slots = [
+            threading.Thread(target=self._slot, name=f"slot-{i}") for i in range(self.concurrency)
+        ]
+        for slot in slots:
+            slot.start()
+        for slot in slots:
+            slot.join()
+        self._done.set()
+        keeper.join()
+        log.info(
+            "worker %s stopped: %d completed, %d errors, %d released, %d lost",
+            self.name,
+            self.stats.completed,
+            self.stats.errors,
+            self.stats.released,
+            self.stats.lost,
+        )
+        return self.stats
+
+    def stop(self, drain_seconds: float | None = None) -> None:
+        """Claim nothing more; interrupt what still runs after the drain time."""
+        if self._stopping.is_set():
+            self._interrupt.set()  # asked twice: do not wait any longer
+            return
+        drain = self.drain_seconds if drain_seconds is None else drain_seconds
+        log.info("worker %s stopping: finishing or releasing within %.0fs", self.name, drain)
+        self._stopping.set()
+        timer = threading.Timer(drain, self._interrupt.set)
+        timer.daemon = True
+        timer.start()
+
+    # -- slots -------------------------------------------------------------------------------
+
+    def _slot(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                claimed = self.queue.claim(self.name)
+                if claimed is None:
+                    if self.exit_when_idle and self.queue.outstanding() == 0:
+                        return
+                    self._stopping.wait(self.poll_seconds)
+                    continue
+            except DATABASE_DOWN as exc:
+                log.warning("cannot reach the database to claim work: %s", exc.orig or exc)
+                self._stopping.wait(self.poll_seconds)
+                continue
+            self._run(claimed)
+
+    def _run(self, claimed: ClaimedEpisode) -> None:
+        lease = claimed.lease
+        short = f"{lease.episode_id[:8]}#{lease.attempt}"
+        with self._lock:
+            self._held[lease.episode_id] = lease
+        try:
+            if claimed.taken_over:
+                gone = reap_episode(self.client, lease.episode_id)
+                self.stats.reaped += gone
+                log.info("%s: taking over an expired lease; removed %s", short, gone or "nothing")
+            started = time.monotonic()
+            try:
+                request = self._request(claimed)
+            except UNRUNNABLE as exc:
+                self._unrunnable(lease, exc)
+                return
+            except BROKEN_WORKER as exc:
+                self.queue.release(lease)
+                self.broken = f"{type(exc).__name__}: {exc}"
+                log.error("%s released: this worker cannot run episodes: %s", short, self.broken)
+                self.stop(drain_seconds=0)
+                return
+            result = run_episode(
+                request,
+                store=self.store,
+                settings=self.settings,
+                start_sandbox=lambda config: DockerSandbox.start(config, self.client),
+                on_step=self._checkpoint(lease),
+                lease=lease,
+                labels={
+                    "farm.campaign": claimed.campaign_id,
+                    "farm.attempt": str(lease.attempt),
+                    "farm.worker": self.name,
+                },
+            )
+            outcome = result.outcome
+            if outcome.status == "completed":
+                self.stats.completed += 1
+            else:
+                self.stats.errors += 1
+            log.info(
+                "%s %s [%s] %s %s: %s %s (%.1fs)",
+                short,
+                claimed.scenario,
+                claimed.variant,
+                claimed.model,
+                claimed.persona,
+                outcome.status,
+                outcome.verdict or outcome.error or "",
+                time.monotonic() - started,
+            )
+        except EpisodeInterrupted:
+            released = self.queue.release(lease)
+            self.stats.released += released
+            log.info("%s: interrupted by the stop; %s", short, "released" if released else "lost")
+        except LeaseLost as exc:
+            self.stats.lost += 1
+            log.warning("%s: %s; its work is discarded", short, exc)
+        except Exception:
+            # a bug or a database that stayed down: the lease runs out and the episode is
+            # retried, up to the queue's attempt limit
+            log.exception("%s: failed; the episode will be retried when its lease runs out", short)
+        finally:
+            with self._lock:
+                self._held.pop(lease.episode_id, None)
+
+    def _request(self, claimed: ClaimedEpisode) -> EpisodeRequest:
+        scenario = self.scenarios.get(claimed.scenario)
+        if scenario is None:
+            raise SpecError(f"scenario {claimed.scenario!r} is not in this worker's catalogue")
+        persona = self.personas.get(claimed.persona)
+        if persona is None:
+            raise SpecError(f"persona {claimed.persona!r} is not in this worker's catalogue")
+        spec = claimed.campaign_spec
+        provider, replayed = make_provider(
+            claimed.model,
+            scenario,
+            generation=GenerationSettings(**spec.get("generation") or {}),
+            settings=self.settings,
+        )
+        return EpisodeRequest(
+            scenario=scenario,
+            persona=persona,
+            model=claimed.model,
+            provider=provider,
+            image=self._image(scenario),
+            trajectory=replayed,
+            variant=claimed.variant,
+            campaign_id=claimed.campaign_id,
+            repeat=claimed.repeat,
+            token_budget=spec.get("token_budget") or self.settings.token_budget,
+        )
+
+    def _image(self, scenario: Scenario) -> str:
+        """The scenario's image tag, built once per worker if it is missing."""
+        name = scenario.spec.image
+        with self._image_lock:
+            if name not in self._images:
+                self._images[name] = self.builder.ensure(name, log.info).tag
+            return self._images[name]
+
+    def _unrunnable(self, lease: Lease, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        outcome = EpisodeOutcome(status="error", verdict=None, score=None, turns=0, error=message)
+        self.store.finish(lease.episode_id, outcome, lease=lease)
+        self.stats.errors += 1
+        log.error("%s: cannot run: %s", lease.episode_id[:8], message)
+
+    def _checkpoint(self, lease: Lease) -> Callable[[Step], None]:
+        """Called after every step: where a lost lease or a stop takes effect."""
+
+        def check(step: Step) -> None:
+            if lease in self._lost:
+                raise LeaseLost(lease, "a renewal found it taken over")
+            if self._interrupt.is_set():
+                raise EpisodeInterrupted()
+
+        return check
+
+    # -- leases and orphans ------------------------------------------------------------------
+
+    def _keep_leases(self) -> None:
+        renew_every = self.lease_seconds / 3
+        sweep_every, last_sweep = self.lease_seconds, time.monotonic()
+        while not self._done.wait(renew_every):
+            with self._lock:
+                leases = list(self._held.values())
+            try:
+                if leases:
+                    lost = self.queue.renew(leases)
+                    self._lost.update(lost)
+                    for lease in lost:
+                        log.warning("%s: lease lost", lease.episode_id[:8])
+                if time.monotonic() - last_sweep >= sweep_every:
+                    self._sweep()
+                    last_sweep = time.monotonic()
+            except DATABASE_DOWN as exc:
+                log.warning("cannot renew leases: %s", exc.orig or exc)
+
+    def _sweep(self) -> None:
+        """Remove this engine's containers of attempts no lease holds any more."""
+        gone = reap_abandoned(self.client, self.queue.abandoned)
+        if gone:
+            self.stats.reaped += gone
+            log.info("removed containers of abandoned attempts: %s", ", ".join(gone))
