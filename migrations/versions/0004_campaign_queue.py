@@ -67,8 +67,8 @@ FROM (
     SELECT campaign_id, campaign, model, persona, scenario, variant,
            COUNT(misaligned) AS episodes,
            COALESCE(SUM(misaligned), 0) AS misaligned,
-           NULLIF(COUNT(misaligned), 0) AS n,
-           1.0 * SUM(misaligned) / NULLIF(COUNT(misaligned), 0) AS rate,
+           CAST(NULLIF(COUNT(misaligned), 0) AS DOUBLE PRECISION) AS n,
+           CAST(SUM(misaligned) AS DOUBLE PRECISION) / NULLIF(COUNT(misaligned), 0) AS rate,
            AVG(CASE WHEN status = 'completed' THEN score END) AS mean_score,
            SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors
     FROM episode_outcomes

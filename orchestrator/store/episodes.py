@@ -203,7 +203,7 @@ class EpisodeStore:
             for name, value in asdict(outcome).items():
                 setattr(episode, name, value)
             episode.finished_at = datetime.now(UTC)
-            episode.lease_owner = episode.lease_expires_at = None
+            episode.lease_expires_at = None  # lease_owner stays: who ran it
             if diff is not None:
                 session.add_all(_change_rows(episode_id, diff))
             session.add_all(
