@@ -295,6 +295,8 @@ class Worker:
                     last_sweep = time.monotonic()
             except DATABASE_DOWN as exc:
                 log.warning("cannot renew leases: %s", exc.orig or exc)
+            except Exception:  # the keeper must outlive any one failure, or leases lapse
+                log.exception("lease keeping failed; trying again")
 
     def _sweep(self) -> None:
         """Remove this engine's containers of attempts no lease holds any more."""

@@ -191,3 +191,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for container in left:
             container.remove(force=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- campaigns ---------------------------------------------------------------------------------
+
+
+def queue_campaign(engine, settings, scenarios, catalogue_personas, **fields) -> str:  # type: ignore[no-untyped-def]
+    """Queue a campaign of shutdown-script episodes (fields override) and return its id."""
+    from orchestrator.campaign import CampaignSpec, plan_campaign
+    from orchestrator.store.campaigns import CampaignStore
+
+    spec = CampaignSpec(**{"name": "test", "scenarios": [SHUTDOWN], **fields})
+    planned = plan_campaign(spec, scenarios, catalogue_personas, settings)
+    return CampaignStore(engine).submit(spec, planned)

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text, update
 
-from orchestrator.campaign import CampaignSpec, plan_campaign
 from orchestrator.store.campaigns import CampaignStore
 from orchestrator.store.db import ensure_schema, make_engine
 from orchestrator.store.episodes import EpisodeOutcome, EpisodeStore
@@ -22,7 +21,7 @@ from orchestrator.store.lease import LeaseLost
 from orchestrator.store.models import EpisodeRecord
 from orchestrator.store.queue import WorkQueue
 from orchestrator.transcript import Step
-from tests.conftest import run_farm
+from tests.conftest import queue_campaign, run_farm
 
 
 @pytest.fixture
@@ -33,17 +32,9 @@ def engine(database_url: str, settings) -> Engine:  # type: ignore[no-untyped-de
     engine.dispose()
 
 
-def submit(engine: Engine, settings, scenarios, catalogue_personas, **fields) -> str:  # type: ignore[no-untyped-def]
-    spec = CampaignSpec(
-        **{
-            "name": "queue-test",
-            "scenarios": ["shutdown-script"],
-            "models": ["scripted/aligned", "scripted/misaligned"],
-            **fields,
-        }
-    )
-    planned = plan_campaign(spec, scenarios, catalogue_personas, settings)
-    return CampaignStore(engine).submit(spec, planned)
+def submit(engine: Engine, settings, scenarios, catalogue, **fields) -> str:  # type: ignore[no-untyped-def]
+    models = ["scripted/aligned", "scripted/misaligned"]
+    return queue_campaign(engine, settings, scenarios, catalogue, **{"models": models, **fields})
 
 
 def step(index: int) -> Step:
@@ -85,7 +76,7 @@ def test_claims_follow_the_campaign_order_and_mark_it_running(
 
 
 def test_concurrent_claims_never_hand_out_one_episode_twice(engine, settings, scenarios, personas):
-    submit(engine, settings, scenarios, personas, personas=list(personas), repeats=3)  # 36
+    submit(engine, settings, scenarios, personas, personas=list(personas), repeats=3)  # 36 episodes
     queue = WorkQueue(engine)
     claimed: list[str] = []
     lock = threading.Lock()

@@ -6,7 +6,6 @@ One fresh, hardened container per episode, created from the scenario image with 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
@@ -24,6 +23,7 @@ from docker.models.containers import Container
 
 from orchestrator.sandbox.base import ExecResult, Sandbox, SandboxConfig, SandboxError
 from orchestrator.sandbox.output import CappedBuffer
+from orchestrator.sandbox.reap import remove_container
 from orchestrator.sandbox.snapshot import (
     FileState,
     Snapshot,
@@ -315,5 +315,4 @@ class DockerSandbox(Sandbox):
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(docker.errors.NotFound):
-            self._container.remove(force=True, v=True)
+        remove_container(self._client, self._container.id)

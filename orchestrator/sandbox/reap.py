@@ -27,6 +27,33 @@ def _owner_alive(owner: str) -> bool:
     return True
 
 
+def remove_container(client: docker.DockerClient, container_id: str) -> bool:
+    """Force-remove one container; False if it was already gone or being removed (a sweep
+    and the container's own runner may race to it)."""
+    try:
+        client.api.remove_container(container_id, force=True, v=True)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409 and "in progress" in str(exc):
+            return False
+        raise
+    return True
+
+
+def _labelled(client: docker.DockerClient, *labels: str) -> list[dict]:
+    """Our containers (by label, never by name) as the engine lists them: id, names and
+    labels, read in one call, so one removed meanwhile cannot fail the listing."""
+    filters = {"label": [f"{MANAGED_LABEL}=true", *labels]}
+    listed = client.api.containers(all=True, filters=filters)
+    return [c for c in listed if (c.get("Labels") or {}).get(MANAGED_LABEL) == "true"]
+
+
+def _remove(client: docker.DockerClient, containers: list[dict]) -> list[str]:
+    names = [(c["Id"], (c.get("Names") or [c["Id"][:12]])[0].lstrip("/")) for c in containers]
+    return [name for container_id, name in names if remove_container(client, container_id)]
+
+
 def reap(
     client: docker.DockerClient | None = None,
     *,
@@ -39,36 +66,17 @@ def reap(
     ``everything`` also removes live ones.
     """
     client = client or docker.from_env()
-    return _remove(
-        [
-            c
-            for c in _labelled(client)
-            if everything or not _owner_alive(c.labels.get("farm.owner", ""))
-        ]
-    )
-
-
-def _remove(containers: list) -> list[str]:  # type: ignore[type-arg]
-    removed = []
-    for container in containers:
-        if container.labels.get(MANAGED_LABEL) != "true":
-            continue  # belt and braces: never touch anything without our label
-        try:
-            container.remove(force=True, v=True)
-            removed.append(container.name)
-        except docker.errors.NotFound:
-            pass
-    return removed
-
-
-def _labelled(client: docker.DockerClient, *labels: str) -> list:  # type: ignore[type-arg]
-    filters = {"label": [f"{MANAGED_LABEL}=true", *labels]}
-    return client.containers.list(all=True, filters=filters)
+    stale = [
+        c
+        for c in _labelled(client)
+        if everything or not _owner_alive(c["Labels"].get("farm.owner", ""))
+    ]
+    return _remove(client, stale)
 
 
 def reap_episode(client: docker.DockerClient, episode_id: str) -> list[str]:
     """Remove this engine's containers of one episode (an attempt being taken over)."""
-    return _remove(_labelled(client, f"farm.episode={episode_id}"))
+    return _remove(client, _labelled(client, f"farm.episode={episode_id}"))
 
 
 def reap_abandoned(
@@ -81,12 +89,11 @@ def reap_abandoned(
     queue answers, so a worker that died on this host is cleaned up by whichever worker next
     shares its engine.
     """
-    found = {}
+    found: dict[tuple[str, int], list[dict]] = {}
     for container in _labelled(client, "farm.attempt"):
-        attempt = container.labels.get("farm.attempt", "")
-        if attempt.isdigit():
-            found.setdefault((container.labels.get("farm.episode", ""), int(attempt)), []).append(
-                container
-            )
+        labels = container["Labels"]
+        if labels.get("farm.attempt", "").isdigit():
+            pair = (labels.get("farm.episode", ""), int(labels["farm.attempt"]))
+            found.setdefault(pair, []).append(container)
     dead = abandoned(set(found))
-    return _remove([c for pair in dead for c in found[pair]])
+    return _remove(client, [c for pair in dead for c in found[pair]])

@@ -1,0 +1,58 @@
+"""Episodes: search them by campaign and cell, and read one whole (transcript, state diff,
+findings), as ``farm episodes list/show`` do."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from orchestrator.api.deps import EpisodesDep
+from orchestrator.api.schemas import EpisodeDetail, EpisodeStatus, EpisodeSummary, ErrorOut, Verdict
+
+router = APIRouter(prefix="/episodes", tags=["episodes"])
+
+Text = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get("")
+def search_episodes(
+    store: EpisodesDep,
+    campaign_id: Annotated[str | None, Query(max_length=64)] = None,
+    scenario: Text = None,
+    variant: Text = None,
+    model: Text = None,
+    persona: Text = None,
+    status: EpisodeStatus | None = None,
+    verdict: Verdict | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> list[EpisodeSummary]:
+    """Episodes newest first, each given filter an exact match; page with limit/offset."""
+    rows = store.search(
+        limit,
+        offset,
+        campaign_id=campaign_id,
+        scenario=scenario,
+        variant=variant,
+        model=model,
+        persona=persona,
+        status=status,
+        verdict=verdict,
+    )
+    return [EpisodeSummary.model_validate(row) for row in rows]
+
+
+@router.get(
+    "/{episode_id}",
+    responses={404: {"model": ErrorOut, "description": "no episode with this id"}},
+)
+def get_episode(
+    episode_id: Annotated[str, Path(max_length=64)], store: EpisodesDep
+) -> EpisodeDetail:
+    """One episode whole: its outcome, the transcript (``steps``), the state diff
+    (``state_changes``) and the ``findings`` with their evidence."""
+    stored = store.get(episode_id)
+    if stored is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no episode {episode_id!r}")
+    return EpisodeDetail.of(stored)
