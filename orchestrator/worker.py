@@ -287,6 +287,8 @@ class Worker:
             try:
                 if leases:
                     lost = self.queue.renew(leases)
+                    with self._lock:  # one that finished meanwhile was not lost
+                        lost = [x for x in lost if self._held.get(x.episode_id) == x]
                     self._lost.update(lost)
                     for lease in lost:
                         log.warning("%s: lease lost", lease.episode_id[:8])
