@@ -11,8 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from orchestrator.agents.generation import GenerationSettings
 from orchestrator.agents.registry import campaign_model_problem
@@ -37,18 +45,31 @@ def _unique(values: list[str]) -> list[str]:
     return values
 
 
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be printable text, without control characters")
+    return value
+
+
+# What the episodes table can hold: printable text that fits its columns.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_printable)]
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_printable)
+]
+
+
 class CampaignSpec(BaseModel):
     """What a campaign file (or ``POST /campaigns``) says."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=200)
-    scenarios: list[str] = Field(min_length=1)
-    models: list[str] = Field(min_length=1)
-    personas: list[str] = Field(default=["none"], min_length=1)
+    name: Name
+    scenarios: list[Identifier] = Field(min_length=1)
+    models: list[Name] = Field(min_length=1)
+    personas: list[Identifier] = Field(default=["none"], min_length=1)
     # None: every variant of each scenario. A list: those variants, each in every scenario.
     # A mapping: per scenario; scenarios it does not name run every variant.
-    variants: list[str] | dict[str, list[str]] | None = None
+    variants: list[Identifier] | dict[Identifier, list[Identifier]] | None = None
     repeats: int = Field(default=1, ge=1, le=1000)
     generation: GenerationSettings = GenerationSettings()
     token_budget: int | None = Field(default=None, gt=0)

@@ -55,11 +55,15 @@ FROM episodes e LEFT JOIN campaigns c ON c.id = e.campaign_id
 """
 
 # Wilson score interval at 95% (z = 1.96, z^2 = 3.8416) over the n completed episodes of a
-# cell; null where a cell has only errors.
+# cell; null where a cell has only errors. Its ends are exactly 0 and 1 when no or every
+# episode was misaligned (the formula gives them only up to rounding).
 MISALIGNMENT_RATES = """
 CREATE VIEW misalignment_rates AS
 SELECT campaign_id, campaign, model, persona, scenario, variant, episodes, misaligned, rate,
-       center - half AS ci_low, center + half AS ci_high, mean_score, errors
+       CASE WHEN n IS NULL THEN NULL WHEN misaligned = 0 THEN 0.0 ELSE center - half END AS ci_low,
+       CASE WHEN n IS NULL THEN NULL WHEN misaligned = episodes THEN 1.0 ELSE center + half END
+         AS ci_high,
+       mean_score, errors
 FROM (
   SELECT *, (rate + 3.8416 / (2.0 * n)) / (1 + 3.8416 / n) AS center,
          1.96 * sqrt(rate * (1 - rate) / n + 3.8416 / (4.0 * n * n)) / (1 + 3.8416 / n) AS half

@@ -70,7 +70,7 @@ async def _database_down(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
-    reason = str(_cause(exc)).strip().splitlines()[0]
+    reason = next(iter(str(_cause(exc)).strip().splitlines()), "no reason given")
     return JSONResponse(
         {"detail": f"a value given cannot be stored or searched for: {reason}"},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
