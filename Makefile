@@ -32,6 +32,7 @@ test: lint images
 
 bench: images
 	$(BIN)/python bench/bench_sandbox.py
+	$(BIN)/python bench/bench_campaign.py
 
 clean:
 	$(BIN)/farm sandbox reap
