@@ -349,7 +349,9 @@ def cmd_episodes_show(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_episodes_list(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.render import episodes_table
 
-    rows = _store(settings).search(args.limit, scenario=args.scenario)
+    rows = _store(settings).search(
+        args.limit, scenario=args.scenario, campaign_id=args.campaign, status=args.status
+    )
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
@@ -449,6 +451,8 @@ def _parser() -> argparse.ArgumentParser:
     listing = add(episodes, "list", cmd_episodes_list, "the latest episodes, newest first")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--scenario")
+    listing.add_argument("--campaign", help="a campaign's full id")
+    listing.add_argument("--status", choices=("queued", "running", "completed", "error"))
     listing.add_argument("--json", action="store_true")
     return parser
 
