@@ -37,3 +37,20 @@ bench: images
 clean:
 	$(BIN)/farm sandbox reap
 	rm -rf $(VENV) farm.db
+
+# `docker compose up`: Postgres, migrations, the API and a worker; the demo campaign unless
+# FARM_CAMPAIGN_FILE says otherwise (docker-compose.yml). compose-prepare makes what an offline
+# machine lacks (debian:bookworm-slim, a wheelhouse); `make up` uses Compose v2 when installed,
+# else v1 (docker-compose).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+.PHONY: compose-prepare up down
+
+compose-prepare: $(BIN)/farm host-tools
+	scripts/compose-prepare
+
+up: compose-prepare
+	$(COMPOSE) up --build
+
+down:
+	$(COMPOSE) down

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -32,6 +32,8 @@ class CampaignRecord(Base):
 
 class EpisodeRecord(Base):
     __tablename__ = "episodes"
+    # what a claim scans: queued (or expired) episodes in campaign order
+    __table_args__ = (Index("ix_episodes_queue", "status", "campaign_id", "seq"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     campaign_id: Mapped[str | None] = mapped_column(
