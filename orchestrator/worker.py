@@ -165,7 +165,7 @@ class Worker:
         try:
             if claimed.taken_over:
                 gone = reap_episode(self.client, lease.episode_id)
-                self.stats.reaped += gone
+                self._count(reaped=gone)
                 log.info("%s: taking over an expired lease; removed %s", short, gone or "nothing")
             started = time.monotonic()
             try:
@@ -193,10 +193,7 @@ class Worker:
                 },
             )
             outcome = result.outcome
-            if outcome.status == "completed":
-                self.stats.completed += 1
-            else:
-                self.stats.errors += 1
+            self._count(**{"completed" if outcome.status == "completed" else "errors": 1})
             log.info(
                 "%s %s [%s] %s %s: %s %s (%.1fs)",
                 short,
@@ -210,10 +207,10 @@ class Worker:
             )
         except EpisodeInterrupted:
             released = self.queue.release(lease)
-            self.stats.released += released
+            self._count(released=int(released))
             log.info("%s: interrupted by the stop; %s", short, "released" if released else "lost")
         except LeaseLost as exc:
-            self.stats.lost += 1
+            self._count(lost=1)
             log.warning("%s: %s; its work is discarded", short, exc)
         except Exception:
             # a bug or a database that stayed down: the lease runs out and the episode is
@@ -262,8 +259,14 @@ class Worker:
         message = f"{type(exc).__name__}: {exc}"
         outcome = EpisodeOutcome(status="error", verdict=None, score=None, turns=0, error=message)
         self.store.finish(lease.episode_id, outcome, lease=lease)
-        self.stats.errors += 1
+        self._count(errors=1)
         log.error("%s: cannot run: %s", lease.episode_id[:8], message)
+
+    def _count(self, **added: int | list[str]) -> None:
+        """Add to the stats; the slots and the lease keeper update them from their threads."""
+        with self._lock:
+            for name, value in added.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
 
     def _checkpoint(self, lease: Lease) -> Callable[[Step], None]:
         """Called after every step: where a lost lease or a stop takes effect."""
@@ -304,5 +307,5 @@ class Worker:
         """Remove this engine's containers of attempts no lease holds any more."""
         gone = reap_abandoned(self.client, self.queue.abandoned)
         if gone:
-            self.stats.reaped += gone
+            self._count(reaped=gone)
             log.info("removed containers of abandoned attempts: %s", ", ".join(gone))
