@@ -102,9 +102,10 @@ def rows(engine: Engine, model: type, episode_id: str) -> list:
         return list(connection.execute(select(model).where(model.episode_id == episode_id)).all())
 
 
-def campaign_containers(client: docker.DockerClient, campaign: str) -> list:
+def campaign_containers(client: docker.DockerClient, campaign: str) -> list[str]:
+    """Ids of the campaign's containers, listed in one call (one removed meanwhile is fine)."""
     labels = [SESSION_LABEL, f"farm.campaign={campaign}"]
-    return client.containers.list(all=True, filters={"label": labels})
+    return [c["Id"] for c in client.api.containers(all=True, filters={"label": labels})]
 
 
 def trajectory_steps(scenarios, name: str) -> int:  # type: ignore[no-untyped-def]
@@ -150,12 +151,12 @@ def test_a_worker_killed_mid_episode_is_taken_over_and_its_container_removed(
     )
     workers.url = postgres_url
     doomed = workers.start()
-    [orphan] = wait_for(  # type: ignore[misc]
+    [orphan_id] = wait_for(  # type: ignore[misc]
         "the first worker's container", lambda: campaign_containers(docker_client, campaign)
     )
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
-    orphan.reload()  # still there: nobody removed it on the way down
+    orphan = docker_client.containers.get(orphan_id)  # still there: nobody removed it
     assert orphan.labels["farm.attempt"] == "1"
 
     workers.finish(workers.start("--until-idle"))
