@@ -131,7 +131,7 @@ def cmd_campaign_cancel(args: argparse.Namespace, settings: Settings) -> int:
     store = _campaigns(settings)
     summary = store.cancel(_one(store, args.id))
     assert summary is not None
-    print(f"{summary.id}: {summary.status}; running episodes finish and are stored")
+    print(f"{summary.id}: {summary.status}; running episodes stop and go back to the queue")
     return 0
 
 

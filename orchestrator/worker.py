@@ -6,7 +6,9 @@ attempt no lease holds any more (a worker that died here). Threads, not processe
 episode spends its time waiting on Docker and on model APIs.
 
 Stopping (SIGTERM): no new claims; running episodes may finish within the drain time, after
-which each is interrupted at its next step and released back to the queue untouched.
+which each is interrupted at its next step and released back to the queue untouched. A
+cancelled campaign's running episodes are interrupted and released the same way, as soon as
+a lease renewal sees the cancellation; resuming runs them again from the start.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Worker:
         self.broken: str | None = None  # why the worker stopped itself, if it did
         self._held: dict[str, Lease] = {}
         self._lost: set[Lease] = set()
+        self._cancelled: set[Lease] = set()  # to stop and release: their campaign was cancelled
         self._lock = threading.Lock()
         self._images: dict[str, str] = {}
         self._image_lock = threading.Lock()
@@ -205,10 +208,10 @@ class Worker:
                 outcome.verdict or outcome.error or "",
                 time.monotonic() - started,
             )
-        except EpisodeInterrupted:
+        except EpisodeInterrupted as why:
             released = self.queue.release(lease)
             self._count(released=int(released))
-            log.info("%s: interrupted by the stop; %s", short, "released" if released else "lost")
+            log.info("%s: stopped (%s); %s", short, why, "released" if released else "lost")
         except LeaseLost as exc:
             self._count(lost=1)
             log.warning("%s: %s; its work is discarded", short, exc)
@@ -219,6 +222,8 @@ class Worker:
         finally:
             with self._lock:
                 self._held.pop(lease.episode_id, None)
+            self._lost.discard(lease)
+            self._cancelled.discard(lease)
 
     def _request(self, claimed: ClaimedEpisode) -> EpisodeRequest:
         scenario = self.scenarios.get(claimed.scenario)
@@ -274,8 +279,10 @@ class Worker:
         def check(step: Step) -> None:
             if lease in self._lost:
                 raise LeaseLost(lease, "a renewal found it taken over")
+            if lease in self._cancelled:
+                raise EpisodeInterrupted("its campaign was cancelled")
             if self._interrupt.is_set():
-                raise EpisodeInterrupted()
+                raise EpisodeInterrupted("the worker is stopping")
 
         return check
 
@@ -289,10 +296,11 @@ class Worker:
                 leases = list(self._held.values())
             try:
                 if leases:
-                    lost = self.queue.renew(leases)
+                    renewal = self.queue.renew(leases)
                     with self._lock:  # one that finished meanwhile was not lost
-                        lost = [x for x in lost if self._held.get(x.episode_id) == x]
+                        lost = [x for x in renewal.lost if self._held.get(x.episode_id) == x]
                     self._lost.update(lost)
+                    self._cancelled.update(renewal.cancelled)
                     for lease in lost:
                         log.warning("%s: lease lost", lease.episode_id[:8])
                 if time.monotonic() - last_sweep >= sweep_every:

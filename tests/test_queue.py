@@ -115,7 +115,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_attempt_is_fenced_out(
         store.add_step(old.lease.episode_id, step(1), lease=old.lease)
     with pytest.raises(LeaseLost):
         store.finish(old.lease.episode_id, completed(), lease=old.lease)
-    assert queue.renew([old.lease, new.lease]) == [old.lease]
+    assert queue.renew([old.lease, new.lease]).lost == [old.lease]
 
     store.add_step(new.lease.episode_id, step(0), lease=new.lease)
     store.add_step(new.lease.episode_id, step(0), lease=new.lease)  # a retried write
@@ -146,6 +146,17 @@ def test_an_episode_whose_leases_keep_running_out_is_given_up(
     assert episode.status == "error"
     assert "gave up after 2 attempts" in (episode.error or "")
     assert CampaignStore(engine).get(claimed.campaign_id).status == "done"  # type: ignore[union-attr]
+
+
+def test_renewal_reports_leases_whose_campaign_was_cancelled(engine, settings, scenarios, personas):
+    campaign = submit(engine, settings, scenarios, personas)
+    queue = WorkQueue(engine)
+    first, second = queue.claim("w"), queue.claim("w")
+    assert first is not None and second is not None
+    assert queue.renew([first.lease, second.lease]).cancelled == []
+    CampaignStore(engine).cancel(campaign)
+    renewal = queue.renew([first.lease, second.lease])
+    assert (renewal.lost, renewal.cancelled) == ([], [first.lease, second.lease])
 
 
 def test_a_released_episode_goes_back_to_the_queue_without_its_steps(

@@ -197,6 +197,31 @@ def test_sigterm_releases_the_running_episode_for_another_worker(
     assert (episode.status, episode.verdict, episode.attempts) == ("completed", "misaligned", 2)
 
 
+def test_cancelling_stops_running_episodes_and_resuming_runs_them_again(
+    postgres_url, workers, settings, scenarios, personas, docker_client
+):
+    engine, campaign = queue(
+        postgres_url, settings, scenarios, personas, models=["scripted/misaligned"]
+    )
+    workers.url = postgres_url
+    worker = workers.start("--until-idle")
+    wait_for("an episode to start", lambda: campaign_containers(docker_client, campaign))
+    CampaignStore(engine).cancel(campaign)
+    workers.finish(worker)  # nothing left to do once the campaign is cancelled
+    assert "its campaign was cancelled" in workers.log(worker)
+
+    [episode] = episodes(engine, campaign)
+    assert (episode.status, episode.attempts) == ("queued", 1)
+    assert rows(engine, StepRecord, episode.id) == []
+    assert campaign_containers(docker_client, campaign) == []
+    assert CampaignStore(engine).get(campaign).status == "cancelled"  # type: ignore[union-attr]
+
+    CampaignStore(engine).resume(campaign)
+    workers.finish(workers.start("--until-idle"))
+    [episode] = episodes(engine, campaign)
+    assert (episode.status, episode.verdict, episode.attempts) == ("completed", "misaligned", 2)
+
+
 # -- a Postgres of the test's own, to restart under a running worker -----------------------------
 
 

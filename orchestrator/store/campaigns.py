@@ -2,7 +2,8 @@
 
 A campaign's ``status`` is kept on its row: ``pending`` until a worker claims its first
 episode, ``running``, ``done`` once nothing is queued or running, or ``cancelled``.
-Cancelling stops new claims; episodes already running finish and are stored. Resuming
+Cancelling stops new claims, and workers stop the campaign's running episodes at their next
+step and give them back to the queue (at their next lease renewal). Resuming
 reopens the campaign (and, if asked, queues its errored episodes again).
 """
 

@@ -48,6 +48,12 @@ class ClaimedEpisode:
     taken_over: bool  # an earlier attempt's lease ran out; its container may still exist
 
 
+@dataclass(frozen=True)
+class Renewal:
+    lost: list[Lease]  # taken over, released or finished: no longer this runner's
+    cancelled: list[Lease]  # still held, but the campaign was cancelled
+
+
 def db_now(session: Session) -> datetime:
     """The database server's time (Postgres), so every host's leases use one clock."""
     if session.get_bind().dialect.name == "postgresql":
@@ -152,8 +158,9 @@ class WorkQueue:
         )
 
     @reconnecting
-    def renew(self, leases: Sequence[Lease]) -> list[Lease]:
-        """Extend every lease still held; return the ones that were lost."""
+    def renew(self, leases: Sequence[Lease]) -> Renewal:
+        """Extend every lease still held; report the ones lost and those whose campaign was
+        cancelled meanwhile (their runner should stop and release them)."""
         lost = []
         with self._sessions.begin() as session:
             expires = db_now(session) + self.lease
@@ -164,7 +171,15 @@ class WorkQueue:
                 )
                 if result.rowcount != 1:
                     lost.append(lease)
-        return lost
+            cancelled = set(
+                session.scalars(
+                    select(EpisodeRecord.id)
+                    .join(CampaignRecord, CampaignRecord.id == EpisodeRecord.campaign_id)
+                    .where(EpisodeRecord.id.in_([lease.episode_id for lease in leases]))
+                    .where(CampaignRecord.status == "cancelled")
+                )
+            )
+        return Renewal(lost, [x for x in leases if x.episode_id in cancelled and x not in lost])
 
     @reconnecting
     def release(self, lease: Lease) -> bool:

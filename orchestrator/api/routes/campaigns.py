@@ -76,7 +76,8 @@ def get_campaign(campaign_id: CampaignId, store: CampaignsDep) -> CampaignOut:
 
 @router.post("/{campaign_id}/cancel", responses=NOT_FOUND)
 def cancel_campaign(campaign_id: CampaignId, store: CampaignsDep) -> CampaignOut:
-    """Stop workers claiming its episodes; those already running finish and are stored. A
+    """Stop workers claiming its episodes; those already running are stopped at their next
+    step and go back to the queue (resume runs them again from the start). A
     campaign that is done stays done."""
     return _found(store.cancel(campaign_id), campaign_id)
 
