@@ -150,7 +150,9 @@ def _logging() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _worker(settings: Settings, args: argparse.Namespace, exit_when_idle: bool):  # type: ignore[no-untyped-def]
+def _worker(  # type: ignore[no-untyped-def]
+    settings: Settings, args: argparse.Namespace, exit_when_idle: bool, campaign_id: str | None
+):
     from orchestrator.worker import Worker
 
     worker = Worker(
@@ -161,6 +163,7 @@ def _worker(settings: Settings, args: argparse.Namespace, exit_when_idle: bool):
         max_attempts=settings.max_attempts,
         drain_seconds=settings.drain_seconds if args.drain is None else args.drain,
         exit_when_idle=exit_when_idle,
+        campaign_id=campaign_id,
     )
     # A first SIGTERM or Ctrl-C drains; a second one interrupts at once.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -176,16 +179,17 @@ def _work(worker) -> None:  # type: ignore[no-untyped-def]
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     _logging()
-    _work(_worker(settings, args, exit_when_idle=args.until_idle))
+    campaign_id = _one(_campaigns(settings), args.campaign) if args.campaign else None
+    _work(_worker(settings, args, exit_when_idle=args.until_idle, campaign_id=campaign_id))
     return 0
 
 
 def cmd_campaign_run(args: argparse.Namespace, settings: Settings) -> int:
-    """Queue a campaign and work it in this process until nothing is left: a campaign on the
-    embedded SQLite default, with no service."""
+    """Queue a campaign and work it (only it) in this process until nothing of it is left: a
+    campaign on the embedded SQLite default, with no service."""
     _logging()
     campaign_id, _ = submit_file(settings, args.file, args.once)
-    _work(_worker(settings, args, exit_when_idle=True))
+    _work(_worker(settings, args, exit_when_idle=True, campaign_id=campaign_id))
     store = _campaigns(settings)
     _show(store, campaign_id, args.json)
     summary = store.get(campaign_id)
@@ -261,6 +265,7 @@ def register(sub: argparse._SubParsersAction, add: Add) -> None:
     worker.add_argument("--concurrency", type=int, help="episodes at a time")
     worker.add_argument("--drain", type=float, help="seconds to finish running episodes on stop")
     worker.add_argument("--until-idle", action="store_true", help="exit when nothing is queued")
+    worker.add_argument("--campaign", help="work this campaign only (an id or its prefix)")
 
     serve = add(sub, "serve", cmd_serve, "the REST API (docs at /docs)")
     serve.add_argument("--host", default="127.0.0.1")

@@ -73,6 +73,7 @@ class Worker:
         poll_seconds: float = 2.0,
         drain_seconds: float = 30.0,
         exit_when_idle: bool = False,
+        campaign_id: str | None = None,
         client: docker.DockerClient | None = None,
     ):
         self.settings = settings
@@ -82,7 +83,12 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.drain_seconds = drain_seconds
         self.exit_when_idle = exit_when_idle
-        self.queue = WorkQueue(engine, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        self.queue = WorkQueue(
+            engine,
+            lease_seconds=lease_seconds,
+            max_attempts=max_attempts,
+            campaign_id=campaign_id,  # work one campaign only; None: every one
+        )
         self.store = EpisodeStore(engine)
         self.client = client or docker.from_env()
         self.builder = ImageBuilder(settings, self.client)
@@ -105,7 +111,8 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> WorkerStats:
-        """Work until stopped (or, with ``exit_when_idle``, until no campaign has work)."""
+        """Work until stopped (or, with ``exit_when_idle``, until its campaigns have no work
+        left that a live lease does not already hold)."""
         log.info(
             "worker %s: %d slots, lease %.0fs", self.name, self.concurrency, self.lease_seconds
         )

@@ -95,6 +95,20 @@ def test_concurrent_claims_never_hand_out_one_episode_twice(engine, settings, sc
     assert len(set(claimed)) == 36
 
 
+def test_a_queue_scoped_to_one_campaign_claims_and_counts_only_it(
+    engine, settings, scenarios, personas
+):
+    older = submit(engine, settings, scenarios, personas)
+    newer = submit(engine, settings, scenarios, personas)
+    scoped = WorkQueue(engine, campaign_id=newer)
+    claims = [scoped.claim("w"), scoped.claim("w")]
+    assert [c.campaign_id for c in claims if c] == [newer, newer]
+    assert scoped.claim("w") is None
+    assert scoped.outstanding() == 2  # its own two, running
+    assert WorkQueue(engine).outstanding() == 4  # the older campaign's two are still queued
+    assert CampaignStore(engine).get(older).counts["queued"] == 2  # type: ignore[union-attr]
+
+
 def test_an_expired_lease_is_taken_over_and_the_old_attempt_is_fenced_out(
     engine, settings, scenarios, personas
 ):

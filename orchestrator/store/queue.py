@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy import Engine, Select, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.store.db import session_factory
@@ -75,7 +75,9 @@ class WorkQueue:
         lease_seconds: float = 60.0,
         max_attempts: int = 3,
         patience: float = PATIENCE_SECONDS,
+        campaign_id: str | None = None,
     ):
+        self.campaign_id = campaign_id  # claim from this campaign only; None: from all
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
         self.patience = patience  # seconds each call keeps retrying a lost connection
@@ -94,12 +96,19 @@ class WorkQueue:
             if claimed is not None:
                 return claimed
 
+    def _open(self, query: Select) -> Select:
+        """``query`` limited to episodes of this queue's campaigns that may still run."""
+        query = query.join(CampaignRecord, CampaignRecord.id == EpisodeRecord.campaign_id).where(
+            CampaignRecord.status.in_(ACTIVE)
+        )
+        if self.campaign_id is not None:
+            query = query.where(EpisodeRecord.campaign_id == self.campaign_id)
+        return query
+
     def _next(self, session: Session, now: datetime) -> EpisodeRecord | None:
         expired = and_(EpisodeRecord.status == "running", EpisodeRecord.lease_expires_at < now)
         query = (
-            select(EpisodeRecord)
-            .join(CampaignRecord, CampaignRecord.id == EpisodeRecord.campaign_id)
-            .where(CampaignRecord.status.in_(ACTIVE))
+            self._open(select(EpisodeRecord))
             .where(or_(EpisodeRecord.status == "queued", expired))
             .order_by(CampaignRecord.created_at, EpisodeRecord.seq)
             .limit(1)
@@ -222,15 +231,10 @@ class WorkQueue:
 
     @reconnecting
     def outstanding(self) -> int:
-        """Episodes of active campaigns that are queued or running."""
+        """Episodes of this queue's active campaigns that are queued or running."""
+        query = self._open(select(func.count()).select_from(EpisodeRecord))
         with self._sessions() as session:
-            return session.scalar(
-                select(func.count())
-                .select_from(EpisodeRecord)
-                .join(CampaignRecord, CampaignRecord.id == EpisodeRecord.campaign_id)
-                .where(CampaignRecord.status.in_(ACTIVE))
-                .where(EpisodeRecord.status.in_(("queued", "running")))
-            )  # type: ignore[return-value]
+            return session.scalar(query.where(EpisodeRecord.status.in_(("queued", "running"))))  # type: ignore[return-value]
 
 
 def _held(lease: Lease):  # type: ignore[no-untyped-def]
