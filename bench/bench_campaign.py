@@ -18,15 +18,10 @@ import argparse
 import os
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import docker
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from orchestrator.campaign import CampaignSpec, plan_campaign
 from orchestrator.config import Settings
@@ -35,7 +30,7 @@ from orchestrator.sandbox.base import MANAGED_LABEL
 from orchestrator.sandbox.docker_sandbox import owner_label
 from orchestrator.scenarios.loader import load_personas, load_scenarios
 from orchestrator.store.campaigns import CampaignStore
-from orchestrator.store.db import ensure_schema, make_engine
+from orchestrator.store.db import ensure_schema, make_engine, scratch_database
 from orchestrator.worker import Worker
 
 SCENARIO = "shutdown-script"
@@ -60,21 +55,6 @@ def raw_throughput(client, image: str, commands: list[str], episodes: int, slots
     with ThreadPoolExecutor(max_workers=slots) as pool:
         list(pool.map(lambda _: raw_episode(client, image, commands), range(episodes)))
     return episodes / (time.perf_counter() - started) * 60
-
-
-@contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    admin = make_url(admin_url)
-    name = f"farm_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
 
 
 def farm_throughput(settings: Settings, url: str, episodes: int, slots: int) -> float:
@@ -120,7 +100,7 @@ def main() -> None:
         episodes = max(args.episodes, 2 * slots)
         episodes += episodes % 2  # the two models alternate
         raw = raw_throughput(client, image, commands, episodes, slots)
-        with scratch_database(admin_url) as url:
+        with scratch_database(admin_url, "farm_bench") as url:
             ours = farm_throughput(settings, url, episodes, slots)
         print(f"  {slots:>5}  {episodes:>8}  {raw:>10.1f}  {ours:>8.1f}  {ours / raw:>8.2f}")
 

@@ -43,14 +43,10 @@ def _campaigns(settings: Settings) -> CampaignStore:
 
 
 def _summary_json(summary: CampaignSummary) -> dict:
-    return {
-        "id": summary.id,
-        "name": summary.name,
-        "status": summary.status,
-        "episodes": summary.episodes,
-        "counts": summary.counts,
-        "created_at": summary.created_at.isoformat(),
-    }
+    """The campaign as the API returns it: one JSON shape for the CLI and the API."""
+    from orchestrator.api.schemas import CampaignOut
+
+    return CampaignOut.of(summary).model_dump(mode="json")
 
 
 def _print(payload: object) -> None:
@@ -115,7 +111,7 @@ def _show(store: CampaignStore, campaign_id: str, as_json: bool) -> None:
     assert summary is not None
     results = store.results(campaign_id)
     if as_json:
-        _print({**_summary_json(summary), "spec": summary.spec, "results": results})
+        _print({**_summary_json(summary), "results": results})
         return
     out.print(summary_line(summary))
     out.print(results_by_cell(results))

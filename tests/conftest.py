@@ -15,14 +15,13 @@ from pathlib import Path
 
 import docker
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from orchestrator.config import Settings
 from orchestrator.images.builder import ImageBuilder
 from orchestrator.sandbox.base import MANAGED_LABEL, SandboxConfig
 from orchestrator.sandbox.docker_sandbox import DockerSandbox
 from orchestrator.scenarios.loader import Scenario, load_personas, load_scenarios
+from orchestrator.store.db import scratch_database
 
 SHUTDOWN = "shutdown-script"
 # Every container this test session starts, in-process or through `farm` subprocesses, carries
@@ -118,17 +117,8 @@ def _postgres_admin_url() -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty Postgres database for one test, dropped afterwards."""
-    admin = make_url(_postgres_admin_url())
-    name = f"farm_test_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    with scratch_database(_postgres_admin_url(), "farm_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from orchestrator.api.app import create_app
 from orchestrator.config import Settings
 from orchestrator.store.db import ensure_schema, make_engine
 from orchestrator.worker import Worker, WorkerStats
-from tests.conftest import SHUTDOWN
+from tests.conftest import SHUTDOWN, run_farm
 
 TOKEN = f"test-token-{uuid.uuid4().hex}"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -317,3 +317,9 @@ def test_health_is_503_while_the_database_does_not_answer(api_settings: Settings
         assert "database" in campaigns.json()["detail"]
         assert client.get("/scenarios").status_code == 200  # the catalogue needs no database
     engine.dispose()
+
+
+def test_farm_serve_refuses_to_start_without_a_token() -> None:
+    result = run_farm("serve", env={"FARM_API_TOKEN": ""})
+    assert result.returncode == 2
+    assert "set FARM_API_TOKEN" in result.stderr

@@ -50,13 +50,16 @@ class Workers:
     logs: Path
     started: list[subprocess.Popen]
 
-    def start(self, *args: str, lease: int = 3) -> subprocess.Popen:
+    def start(
+        self, *args: str, lease: int = 3, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = (self.logs / f"worker-{len(self.started)}.log").open("w")
         env = {
             **os.environ,
             "FARM_DATABASE_URL": self.url,
             "FARM_LEASE_SECONDS": str(lease),
             "FARM_WORKER_CONCURRENCY": "2",
+            **(env or {}),
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "worker", *args],
@@ -106,6 +109,15 @@ def campaign_containers(client: docker.DockerClient, campaign: str) -> list[str]
     """Ids of the campaign's containers, listed in one call (one removed meanwhile is fine)."""
     labels = [SESSION_LABEL, f"farm.campaign={campaign}"]
     return [c["Id"] for c in client.api.containers(all=True, filters={"label": labels})]
+
+
+def assert_released_untouched(engine: Engine, campaign: str, client: docker.DockerClient) -> None:
+    """The campaign's one episode is back in the queue after one attempt, with nothing of that
+    attempt left: no steps, no container."""
+    [episode] = episodes(engine, campaign)
+    assert (episode.status, episode.attempts) == ("queued", 1)
+    assert rows(engine, StepRecord, episode.id) == []
+    assert campaign_containers(client, campaign) == []
 
 
 def trajectory_steps(scenarios, name: str) -> int:  # type: ignore[no-untyped-def]
@@ -186,11 +198,7 @@ def test_sigterm_releases_the_running_episode_for_another_worker(
     stopping.send_signal(signal.SIGTERM)
     assert stopping.wait(timeout=PATIENCE) == 0, workers.log(stopping)
     assert "released" in workers.log(stopping)
-
-    [episode] = episodes(engine, campaign)
-    assert (episode.status, episode.attempts) == ("queued", 1)
-    assert rows(engine, StepRecord, episode.id) == []
-    assert campaign_containers(docker_client, campaign) == []
+    assert_released_untouched(engine, campaign, docker_client)
 
     workers.finish(workers.start("--until-idle"))
     [episode] = episodes(engine, campaign)
@@ -209,17 +217,44 @@ def test_cancelling_stops_running_episodes_and_resuming_runs_them_again(
     CampaignStore(engine).cancel(campaign)
     workers.finish(worker)  # nothing left to do once the campaign is cancelled
     assert "its campaign was cancelled" in workers.log(worker)
-
-    [episode] = episodes(engine, campaign)
-    assert (episode.status, episode.attempts) == ("queued", 1)
-    assert rows(engine, StepRecord, episode.id) == []
-    assert campaign_containers(docker_client, campaign) == []
+    assert_released_untouched(engine, campaign, docker_client)
     assert CampaignStore(engine).get(campaign).status == "cancelled"  # type: ignore[union-attr]
 
     CampaignStore(engine).resume(campaign)
     workers.finish(workers.start("--until-idle"))
     [episode] = episodes(engine, campaign)
     assert (episode.status, episode.verdict, episode.attempts) == ("completed", "misaligned", 2)
+
+
+def test_a_worker_that_cannot_build_images_releases_the_episode_and_stops(
+    postgres_url, workers, settings, scenarios, personas, docker_client, tmp_path
+):
+    images = tmp_path / "images"
+    shutil.copytree(settings.images_dir, images, ignore=shutil.ignore_patterns("compose"))
+    (images / "shutdown-script" / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo this image cannot be built; exit 3\n"
+    )
+    engine, campaign = queue(
+        postgres_url, settings, scenarios, personas, models=["scripted/misaligned"]
+    )
+    workers.url = postgres_url
+    broken = workers.start("--until-idle", env={"FARM_IMAGES_DIR": str(images)})
+    assert broken.wait(timeout=PATIENCE) == 2, workers.log(broken)
+    assert "the worker stopped: ImageBuildError" in workers.log(broken)
+    assert_released_untouched(engine, campaign, docker_client)  # not an error: it can run
+
+
+def test_a_model_the_worker_has_no_key_for_is_an_error_with_the_reason(
+    postgres_url, workers, settings, scenarios, personas, monkeypatch
+):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    engine, campaign = queue(postgres_url, settings, scenarios, personas, models=["openai/gpt-4.1"])
+    workers.url = postgres_url
+    workers.finish(workers.start("--until-idle"))
+    [episode] = episodes(engine, campaign)
+    assert (episode.status, episode.verdict) == ("error", None)
+    assert "needs OPENAI_API_KEY" in (episode.error or "")
+    assert CampaignStore(engine).get(campaign).status == "done"  # type: ignore[union-attr]
 
 
 # -- a Postgres of the test's own, to restart under a running worker -----------------------------

@@ -172,18 +172,8 @@ class FindingOut(Schema):
     score: float | None
 
 
-class EpisodeOut(Schema):
-    id: str
-    campaign_id: str | None
-    scenario: str
-    variant: str
-    model: str
-    persona: str
+class EpisodeOut(EpisodeSummary):
     trajectory: str | None
-    repeat: int
-    status: EpisodeStatus
-    verdict: Verdict | None
-    score: float | None
     error: str | None
     turns: int
     ended_by: str | None
@@ -198,10 +188,7 @@ class EpisodeOut(Schema):
     cost_usd: float | None
     cms_score: float | None
     cms: dict[str, Any] | None
-    attempts: int
-    created_at: datetime
     started_at: datetime | None
-    finished_at: datetime | None
 
 
 class EpisodeDetail(EpisodeOut):

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.campaign import CampaignSpec, PlannedEpisode
 from orchestrator.store.db import session_factory
 from orchestrator.store.models import CampaignRecord, EpisodeRecord
-from orchestrator.store.queue import discard_attempt
+from orchestrator.store.queue import discard_attempts
 
 EPISODE_STATES = ("queued", "running", "completed", "error")
 
@@ -132,20 +132,10 @@ class CampaignStore:
             if campaign is None:
                 return None
             if retry_errors:
-                failed = list(
-                    session.scalars(
-                        select(EpisodeRecord.id).where(
-                            EpisodeRecord.campaign_id == campaign_id,
-                            EpisodeRecord.status == "error",
-                        )
-                    )
-                )
-                for episode_id in failed:
-                    discard_attempt(session, episode_id)
+                failed = (EpisodeRecord.campaign_id == campaign_id, EpisodeRecord.status == "error")
+                discard_attempts(session, select(EpisodeRecord.id).where(*failed))
                 session.execute(
-                    update(EpisodeRecord)
-                    .where(EpisodeRecord.id.in_(failed))
-                    .values(status="queued", **FRESH_OUTCOME)
+                    update(EpisodeRecord).where(*failed).values(status="queued", **FRESH_OUTCOME)
                 )
             counts = _counts(session, [campaign_id])[campaign_id]
             if counts["queued"] + counts["running"] == 0:

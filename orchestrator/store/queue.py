@@ -10,7 +10,7 @@ written. Lease times come from the database's clock, so hosts need not agree on 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -61,10 +61,10 @@ def db_now(session: Session) -> datetime:
     return datetime.now(UTC)
 
 
-def discard_attempt(session: Session, episode_id: str) -> None:
-    """Delete what an abandoned attempt wrote, so the next one starts from nothing."""
+def discard_attempts(session: Session, episode_ids: Collection[str] | Select) -> None:
+    """Delete what abandoned attempts wrote, so the next ones start from nothing."""
     for model in (StepRecord, StateChangeRecord, FindingRecord):
-        session.execute(delete(model).where(model.episode_id == episode_id))
+        session.execute(delete(model).where(model.episode_id.in_(episode_ids)))
 
 
 class WorkQueue:
@@ -133,19 +133,20 @@ class WorkQueue:
                 "status": "error",
                 "error": f"gave up after {attempts} attempts whose leases all ran out",
                 "finished_at": now,
+                "lease_owner": None,
             }
         else:
             values = {
                 "status": "running",
                 "attempts": attempts + 1,
                 "started_at": None,
+                "lease_owner": owner,
                 "lease_expires_at": now + self.lease,
             }
-        values["lease_owner"] = None if gave_up else owner
         if session.execute(update(EpisodeRecord).where(seen).values(**values)).rowcount != 1:
             return None  # another worker got there first
         if taken_over:
-            discard_attempt(session, episode.id)
+            discard_attempts(session, [episode.id])
         campaign = session.get_one(CampaignRecord, episode.campaign_id)
         if gave_up:
             session.flush()
@@ -199,7 +200,7 @@ class WorkQueue:
             result = session.execute(update(EpisodeRecord).where(_held(lease)).values(**values))
             if result.rowcount != 1:
                 return False
-            discard_attempt(session, lease.episode_id)
+            discard_attempts(session, [lease.episode_id])
             return True
 
     @reconnecting

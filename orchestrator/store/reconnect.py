@@ -20,18 +20,19 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# How long one operation keeps trying before its error goes up, and the waits in between.
+# How long one operation keeps trying by default before its error goes up, and the waits in
+# between.
 PATIENCE_SECONDS = 120.0
 FIRST_WAIT, MAX_WAIT = 0.25, 5.0
 
 
 def reconnecting(method: F) -> F:
     """Retry the method while the database is unreachable, for up to ``self.patience``
-    seconds (``PATIENCE_SECONDS`` if the object has none)."""
+    seconds."""
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + getattr(self, "patience", PATIENCE_SECONDS)
+        deadline = time.monotonic() + self.patience
         wait = FIRST_WAIT
         while True:
             try:
