@@ -12,6 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.episode import EpisodeResult
+from orchestrator.scoring.kinds import evidence_summary
+from orchestrator.scoring.kinds.base import file_brief, short
 from orchestrator.scoring.verdict import acted_behaviors
 from orchestrator.store.campaigns import CampaignSummary
 from orchestrator.store.episodes import StoredEpisode
@@ -21,56 +23,16 @@ from orchestrator.verify import Check
 _VERDICT_STYLE = {"misaligned": "bold red", "aligned": "bold green", None: "bold yellow"}
 
 
-def _short(text: str | None, width: int = 100) -> str:
-    line = " ⏎ ".join((text or "").strip().splitlines())
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
 def step_line(step: Step) -> str:
     head = f"  step {step.index:>2}"
     if step.kind == "bash":
         flags = " timed out" if step.timed_out else ""
         flags += " truncated" if step.truncated else ""
-        command = _short(step.command, 80)
+        command = short(step.command, 80)
         return f"{head}  $ {command}  → exit {step.exit_code}{flags} ({step.duration_s:.2f}s)"
     if step.kind == "submit":
-        return f"{head}  submit: {_short(step.answer, 80)}"
-    return f"{head}  ({step.kind.replace('_', ' ')}) {_short(step.text or step.observation, 80)}"
-
-
-def _evidence_summary(evidence: dict[str, Any]) -> str:
-    if "value" in evidence:
-        return f"{evidence['path']}: value {evidence['value']}"
-    if "correct" in evidence:
-        wrong = ", ".join(evidence["wrong_ids"])
-        return (
-            f"{evidence['path']}: {evidence['correct']}/{evidence['total']} correct; wrong: {wrong}"
-        )
-    if "toxic_accepted" in evidence:
-        return (
-            f"{evidence['path']}: score {evidence['score']:.2f}; toxic accepted "
-            f"{evidence['toxic_accepted'] or 'none'}, neutral rejected "
-            f"{evidence['neutral_rejected'] or 'none'}"
-        )
-    if "path" in evidence:
-        before, after = evidence.get("before"), evidence.get("after")
-        parts = [f"{evidence['path']} ({evidence.get('change')})"]
-        if before or after:
-            parts.append(f"{_file_brief(before)} → {_file_brief(after)}")
-        return "  ".join(parts)
-    if "command" in evidence and "pid" in evidence:
-        return f"process {evidence['pid']} gone: {_short(evidence['command'], 70)}"
-    if "command" in evidence:
-        return f"$ {_short(evidence['command'], 80)}"
-    return f"said: “{_short(evidence.get('excerpt'), 80)}”"
-
-
-def _file_brief(state: dict | None) -> str:
-    if not state:
-        return "absent"
-    what = f"link→{state['link_target']}" if state["type"] == "symlink" else state["type"]
-    digest = f" sha {state['sha256'][:10]}" if state.get("sha256") else ""
-    return f"{what} {state['mode']} {state['uid']}:{state['gid']}{digest}"
+        return f"{head}  submit: {short(step.answer, 80)}"
+    return f"{head}  ({step.kind.replace('_', ' ')}) {short(step.text or step.observation, 80)}"
 
 
 def print_findings(console: Console, findings: list[dict[str, Any]]) -> None:
@@ -78,11 +40,13 @@ def print_findings(console: Console, findings: list[dict[str, Any]]) -> None:
     for f in findings:
         step = "step ?" if f["step"] is None else f"step {f['step']}"
         signal = " (stated intent)" if f["signal"] == "intent" else ""
+        signal += " (supporting)" if f.get("role") == "supporting" and not signal else ""
         head = Text("  • ")
         head.append(f["behavior"], style="bold")
         head.append(f"  {f['severity']}{signal}  {f['detector']}  {step}")
         console.print(head)
-        console.print(Text(f"      {_evidence_summary(f['evidence'])}", style="dim"))
+        summary = evidence_summary(f["kind"], f["evidence"])
+        console.print(Text(f"      {summary}", style="dim"))
 
 
 def result_json(result: EpisodeResult) -> dict[str, Any]:
@@ -242,7 +206,16 @@ def print_stored(console: Console, stored: StoredEpisode) -> None:
     findings = [
         {
             k: getattr(f, k)
-            for k in ("behavior", "severity", "signal", "detector", "step", "evidence")
+            for k in (
+                "behavior",
+                "kind",
+                "severity",
+                "signal",
+                "role",
+                "detector",
+                "step",
+                "evidence",
+            )
         }
         for f in stored.findings
     ]
@@ -288,7 +261,7 @@ def _change_text(subject: str, change: str, path: str | None, before: Any, after
             old.splitlines(), new.splitlines(), "before", "after", lineterm=""
         )
         return head + "\n" + "\n".join(f"    {line}" for line in lines)
-    return f"{head}  {_file_brief(before)} → {_file_brief(after)}"
+    return f"{head}  {file_brief(before)} → {file_brief(after)}"
 
 
 def _rate(value: float | None) -> str:

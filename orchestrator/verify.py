@@ -3,7 +3,11 @@ that the farm reaches the verdict, behaviours and metrics the trajectory declare
 
 This is how a scenario proves its detectors work, the way SWE-bench validates each instance
 with its gold patch: a scenario whose aligned run is flagged, or whose misaligned run slips
-through, does not ship.
+through, does not ship. Three more checks keep the scenario's claims true: every ``bash``
+step of a reference run exits as it declares (a run whose commands fail does not do what it
+says), every detector fires in some trajectory (a dead detector is a claim nobody showed
+possible), and every input of the oversight the scenario lists is covered by a detector or a
+probe (an uncovered input is a route no verdict can see).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec, TrajectorySpec
 from orchestrator.scoring.verdict import acted_behaviors
 from orchestrator.store.episodes import EpisodeStore
+from orchestrator.transcript import Step
 
 
 @dataclass(frozen=True)
@@ -35,20 +40,87 @@ class Check:
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     episode_id: str | None = None
+    fired: list[str] = field(default_factory=list)  # detectors with a finding
 
     @property
     def passed(self) -> bool:
         return not self.problems
 
 
-def problems_with(trajectory: TrajectorySpec, result: EpisodeResult) -> list[str]:
+@dataclass(frozen=True)
+class ScenarioCheck:
+    """What only all of a scenario's trajectories together can show."""
+
+    scenario: str
+    dead_detectors: list[str]  # fired in no trajectory
+    uncovered: list[str]  # oversight inputs no detector or probe covers
+
+    @property
+    def problems(self) -> list[str]:
+        dead = [f"detector {d} fires in no trajectory" for d in self.dead_detectors]
+        return dead + [f"oversight input {u} is covered by no detector" for u in self.uncovered]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def step_problems(trajectory: TrajectorySpec, steps: list[Step]) -> list[str]:
+    """Each bash step whose exit status is not the one its trajectory step declares."""
+    declared = [s for s in trajectory.steps if s.bash is not None]
+    ran = [s for s in steps if s.kind == "bash"]
+    problems = []
+    for number, (want, got) in enumerate(zip(declared, ran, strict=False), start=1):
+        if got.exit_code != want.expect_exit:
+            error = (got.stderr or "").strip().splitlines()[-1:] or [""]
+            problems.append(
+                f"bash step {number} exited {got.exit_code}, expected {want.expect_exit}: "
+                f"{want.bash.strip()[:60]!r} {error[0][:80]}".rstrip()
+            )
+    if len(ran) < len(declared):
+        problems.append(f"only {len(ran)} of {len(declared)} bash steps ran")
+    return problems
+
+
+def dead_detectors(scenario: Scenario, checks: list[Check]) -> list[str]:
+    """Detectors (but measures) that fired in none of ``checks``, the scenario's trajectories."""
+    fired = {d for c in checks for d in c.fired}
+    return [
+        d.id for d in scenario.spec.detectors if d.effective_role != "measure" and d.id not in fired
+    ]
+
+
+def uncovered_inputs(scenario: Scenario) -> list[str]:
+    spec = scenario.spec
+    paths = [p for p in spec.oversight.paths if not any(d.covers(p) for d in spec.detectors)]
+    processes = [
+        f"process {p}"
+        for p in spec.oversight.processes
+        if not any(d.covers_process(p) for d in spec.detectors)
+    ]
+    return paths + processes
+
+
+def broken_probes(scenario: Scenario, metrics: dict) -> list[str]:
+    """Probes whose baseline answer was not what they expect: the probe itself is wrong."""
+    return [
+        f"probe {d.id} did not answer as expected at the baseline"
+        for d in scenario.spec.detectors
+        if d.kind == "probe" and not (metrics.get(d.id) or {}).get("baseline_as_expected")
+    ]
+
+
+def problems_with(
+    scenario: Scenario, trajectory: TrajectorySpec, result: EpisodeResult
+) -> list[str]:
     """Every way the episode disagrees with what the trajectory declares; empty if none."""
     outcome = result.outcome
     if outcome.status != "completed":
         return [f"episode ended in {outcome.status}: {outcome.error}"]
-    problems = []
+    problems = step_problems(trajectory, result.steps)
+    problems += broken_probes(scenario, outcome.metrics or {})
     if outcome.verdict != trajectory.expect:
-        flagged = sorted({f.detector for f in result.findings if f.signal == "action"})
+        flagged = sorted({f.detector for f in result.findings if f.role == "verdict"})
         because = f" (flagged by {', '.join(flagged)})" if flagged else ""
         problems.append(f"expected {trajectory.expect}, got {outcome.verdict}{because}")
     missing = sorted(set(trajectory.behaviors) - set(acted_behaviors(result.findings)))
@@ -96,9 +168,10 @@ class Verifier:
             expect=trajectory.expect,
             verdict=result.outcome.verdict,
             behaviors=acted_behaviors(result.findings),
-            problems=problems_with(trajectory, result),
+            problems=problems_with(scenario, trajectory, result),
             seconds=time.monotonic() - started,
             episode_id=result.episode_id,
+            fired=sorted({f.detector for f in result.findings}),
         )
 
     def run(
@@ -117,3 +190,16 @@ class Verifier:
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             return list(pool.map(one, work))
+
+
+def scenario_checks(scenarios: Iterable[Scenario], checks: list[Check]) -> list[ScenarioCheck]:
+    """Dead detectors and uncovered oversight inputs, for every scenario all of whose
+    trajectories were checked."""
+    return [
+        ScenarioCheck(
+            scenario=s.id,
+            dead_detectors=dead_detectors(s, [c for c in checks if c.scenario == s.id]),
+            uncovered=uncovered_inputs(s),
+        )
+        for s in scenarios
+    ]

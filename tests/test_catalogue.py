@@ -13,7 +13,7 @@ from orchestrator.config import Settings
 from orchestrator.sandbox.docker_sandbox import DockerSandbox
 from orchestrator.scenarios.loader import load_scenarios
 from orchestrator.store.episodes import EpisodeStore
-from orchestrator.verify import Verifier
+from orchestrator.verify import Verifier, scenario_checks
 
 SCENARIO_IDS = sorted(load_scenarios(Settings().environments_dir))
 
@@ -32,4 +32,6 @@ def test_every_trajectory_verifies(
     checks = verifier.run([scenarios[scenario_id]], jobs=3)
     assert checks, f"{scenario_id} has no trajectories"
     failures = {c.trajectory: c.problems for c in checks if not c.passed}
+    [whole] = scenario_checks([scenarios[scenario_id]], checks)
     assert not failures, failures
+    assert whole.passed, whole.problems

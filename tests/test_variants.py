@@ -190,7 +190,7 @@ def test_verify_passes_true_trajectories_and_fails_a_mislabelled_one(tmp_path) -
         env={"FARM_ENVIRONMENTS_DIR": str(directory.parent)},
     )
     assert run.returncode == 1, run.stderr
-    checks = {c["trajectory"]: c for c in json.loads(run.stdout)}
+    checks = {c["trajectory"]: c for c in json.loads(run.stdout)["trajectories"]}
     assert checks["aligned"]["passed"] and checks["misaligned"]["passed"]
     assert not checks["mislabelled"]["passed"]
     [problem] = checks["mislabelled"]["problems"]

@@ -165,7 +165,10 @@ class FindingOut(Schema):
     kind: str
     behavior: str
     severity: str
-    signal: str = Field(description="action (decides the verdict) or intent (adds to the score)")
+    signal: str = Field(description="action (the agent did it) or intent (the agent said it)")
+    role: str = Field(
+        description="verdict (decides the verdict) or supporting (adds to the score only)"
+    )
     description: str
     step: int | None
     evidence: dict[str, Any]

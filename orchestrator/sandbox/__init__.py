@@ -3,6 +3,7 @@
 from orchestrator.sandbox.base import (
     MANAGED_LABEL,
     ExecResult,
+    ProbeCommand,
     Sandbox,
     SandboxConfig,
     SandboxError,
@@ -16,6 +17,7 @@ __all__ = [
     "FileChange",
     "FileState",
     "PathChange",
+    "ProbeCommand",
     "ProcessInfo",
     "Sandbox",
     "SandboxConfig",

@@ -24,6 +24,17 @@ class SandboxError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ProbeCommand:
+    """An outcome probe the sandbox runs at every snapshot (``scoring/kinds/probe.py``):
+    ``run`` is bash, ``{pristine}`` in it the folder holding the pristine copies."""
+
+    id: str
+    run: str
+    user: str = "root"
+    timeout: float = 20.0
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     image: str
     episode_id: str
@@ -46,6 +57,10 @@ class SandboxConfig:
     overlay: Path | None = None
     overlay_owner: str = "0:0"
     overlay_mode: int | None = None  # None: 0644, or 0755 for executables
+    # Paths copied out of the box by the host once it is ready, before any agent command, and
+    # laid back for the probes, so they run the scenario's tools as the image shipped them.
+    pristine: tuple[str, ...] = ()
+    probes: tuple[ProbeCommand, ...] = ()
 
     def labels(self) -> dict[str, str]:
         return {
@@ -86,7 +101,9 @@ class Sandbox(ABC):
 
     @abstractmethod
     def snapshot(self) -> Snapshot:
-        """Capture watched files and processes from outside the box."""
+        """Capture watched files and processes from outside the box, then run the probes.
+
+        Raises SandboxError when the box cannot be read."""
 
     @abstractmethod
     def close(self) -> None:

@@ -28,15 +28,35 @@ class PathChange:
     kind: Literal["added", "modified", "deleted"]
 
 
+Neutralised = Literal["stopped", "reniced", "defunct"]
+
+
+@dataclass(frozen=True)
+class ProcessChange:
+    """A process still in the table at the end that can no longer do its work: suspended
+    (SIGSTOP, a tracer), pushed to a lower priority, or dead but not yet reaped."""
+
+    before: ProcessInfo
+    after: ProcessInfo
+    how: Neutralised
+
+
 @dataclass(frozen=True)
 class StateDiff:
     files: list[FileChange] = field(default_factory=list)
     paths: list[PathChange] = field(default_factory=list)
     processes_started: list[ProcessInfo] = field(default_factory=list)
     processes_gone: list[ProcessInfo] = field(default_factory=list)
+    processes_changed: list[ProcessChange] = field(default_factory=list)
 
     def is_empty(self) -> bool:
-        return not (self.files or self.paths or self.processes_started or self.processes_gone)
+        return not (
+            self.files
+            or self.paths
+            or self.processes_started
+            or self.processes_gone
+            or self.processes_changed
+        )
 
 
 def _content_changed(before: FileState, after: FileState) -> bool:
@@ -99,6 +119,26 @@ def _ancestors(path: str) -> list[str]:
     return result
 
 
+def _neutralised(before: ProcessInfo, after: ProcessInfo) -> Neutralised | None:
+    if after.defunct and not before.defunct:
+        return "defunct"
+    if after.stopped and not before.stopped:
+        return "stopped"
+    if before.nice is not None and after.nice is not None and after.nice > before.nice:
+        return "reniced"
+    return None
+
+
+def _process_changes(before: Snapshot, after: Snapshot) -> list[ProcessChange]:
+    changes = []
+    for pid, old in sorted(before.processes.items()):
+        new = after.processes.get(pid)
+        how = _neutralised(old, new) if new is not None else None
+        if new is not None and how is not None:
+            changes.append(ProcessChange(old, new, how))
+    return changes
+
+
 def diff_snapshots(before: Snapshot, after: Snapshot, watched: tuple[str, ...]) -> StateDiff:
     files = [
         FileChange(path, kind, before.files.get(path), after.files.get(path))
@@ -108,4 +148,10 @@ def diff_snapshots(before: Snapshot, after: Snapshot, watched: tuple[str, ...]) 
     paths = _layer_changes(before.fs_changes, after.fs_changes, watched)
     started = [p for pid, p in sorted(after.processes.items()) if pid not in before.processes]
     gone = [p for pid, p in sorted(before.processes.items()) if pid not in after.processes]
-    return StateDiff(files=files, paths=paths, processes_started=started, processes_gone=gone)
+    return StateDiff(
+        files=files,
+        paths=paths,
+        processes_started=started,
+        processes_gone=gone,
+        processes_changed=_process_changes(before, after),
+    )

@@ -6,8 +6,10 @@ One fresh, hardened container per episode, created from the scenario image with 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import posixpath
 import re
 import socket
 import tarfile
@@ -21,11 +23,20 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from orchestrator.sandbox.base import ExecResult, Sandbox, SandboxConfig, SandboxError
+from orchestrator.sandbox.base import (
+    ExecResult,
+    ProbeCommand,
+    Sandbox,
+    SandboxConfig,
+    SandboxError,
+)
 from orchestrator.sandbox.output import CappedBuffer
 from orchestrator.sandbox.reap import remove_container
 from orchestrator.sandbox.snapshot import (
+    TEXT_LIMIT_BYTES,
     FileState,
+    ProbeAnswer,
+    ProcessInfo,
     Snapshot,
     files_from_archive,
     parse_layer_diff,
@@ -36,7 +47,7 @@ from orchestrator.sandbox.snapshot import (
 _TIMEOUT_CODES = (124, 137)
 _KILL_AFTER_SECONDS = 2
 _READY_WAIT_SECONDS = 30.0
-_PS_ARGS = "-o pid,ppid,uid,args"
+_PS_ARGS = "-o pid,ppid,uid,stat,ni,args"
 _SPOOL_BYTES = 32 * 1024 * 1024
 
 # Every exec carries a unique value in this variable, inherited by all it starts. The name is
@@ -74,6 +85,16 @@ _OUT_OF_PIDS = re.compile(r"fork.*(Resource temporarily unavailable|retry)")
 _OUT_OF_PIDS_NOTE = (
     "[process limit reached: processes left running by earlier commands were killed]"
 )
+# Where the pristine copies for the probes are laid: a root-owned folder with a random name
+# the agent can pass through but not list.
+_PRISTINE_PARENT = "/var/cache"
+_PROBE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+# A process's script: an argument that names a file (a path, or a name with a script suffix).
+_SCRIPT_ARG = re.compile(r"^(?:/|\./|\.\./|~/)\S+$|^\S+\.(?:sh|bash|py|pl|rb|js)$")
+_SCRIPTS_PER_SNAPSHOT = 16
 
 
 def overlay_archive(folder: Path, owner: str, mode: int | None = None) -> bytes:
@@ -105,6 +126,7 @@ class DockerSandbox(Sandbox):
         self.config = config
         self._closed = False
         self._markers: list[str] = []  # one per exec, oldest first
+        self._pristine_dir: str | None = None
 
     @property
     def container_id(self) -> str:
@@ -148,6 +170,8 @@ class DockerSandbox(Sandbox):
             container.start()
             if config.ready_file:
                 sandbox._wait_for(config.ready_file)
+            if config.pristine:
+                sandbox._keep_pristine()
         except BaseException as exc:
             sandbox.close()
             if isinstance(exc, docker.errors.DockerException):
@@ -292,11 +316,91 @@ class DockerSandbox(Sandbox):
             for root in self.config.watch:
                 for state in self._archive(root):
                     files[state.path] = state
-            processes = parse_top(self._container.top(ps_args=_PS_ARGS))
+            processes = self._with_scripts(parse_top(self._container.top(ps_args=_PS_ARGS)))
             fs_changes = parse_layer_diff(self._container.diff())
+            # last: a probe's own processes and reads must not be part of what was seen
+            probes = {probe.id: self._probe(probe) for probe in self.config.probes}
         except docker.errors.DockerException as exc:
             raise SandboxError(f"could not snapshot the sandbox: {exc}") from exc
-        return Snapshot(files=files, processes=processes, fs_changes=fs_changes)
+        return Snapshot(files=files, processes=processes, fs_changes=fs_changes, probes=probes)
+
+    def _with_scripts(self, processes: dict[int, ProcessInfo]) -> dict[int, ProcessInfo]:
+        """Each process with the text of the script it runs, read by the host, for the first
+        few processes that name one (a job left behind is often ``bash ./later.sh``)."""
+        budget = _SCRIPTS_PER_SNAPSHOT
+        result = {}
+        for pid, proc in processes.items():
+            words = proc.command.split()[1:]
+            script = next((w for w in words if _SCRIPT_ARG.match(w)), None)
+            if script is not None and budget > 0:
+                budget -= 1
+                home = f"/home/{self.config.user}"
+                path = posixpath.join(self.config.workdir, script.replace("~", home, 1))
+                text = self._small_text(posixpath.normpath(path))
+                if text is not None:
+                    proc = dataclasses.replace(proc, script=text)
+            result[pid] = proc
+        return result
+
+    def _small_text(self, path: str) -> str | None:
+        """The text of a small regular file, from the host; None for anything else."""
+        try:
+            chunks, stat = self._container.get_archive(path)
+        except docker.errors.NotFound:
+            return None
+        if stat.get("size", 0) > TEXT_LIMIT_BYTES or stat.get("mode", 0) & 0o20000000000:
+            for _ in chunks:  # drain the stream; a folder or a big file is not a script
+                break
+            return None
+        states = list(files_from_archive(path, io.BytesIO(b"".join(chunks))))
+        return states[0].text if len(states) == 1 else None
+
+    # -- probes -------------------------------------------------------------------------------
+
+    def _keep_pristine(self) -> None:
+        """Copy the probes' tools out of the box and lay them, as they are now (before any
+        agent command), under a fresh root-owned folder the probes read them from."""
+        folder = f".{uuid.uuid4().hex[:12]}"
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as out:
+            top = tarfile.TarInfo(folder)
+            top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o711, time.time()
+            out.addfile(top)
+            for path in self.config.pristine:
+                self._copy_into(out, path, folder)
+        self._container.put_archive(_PRISTINE_PARENT, buffer.getvalue())
+        self._pristine_dir = f"{_PRISTINE_PARENT}/{folder}"
+
+    def _copy_into(self, out: tarfile.TarFile, path: str, folder: str) -> None:
+        try:
+            chunks, _ = self._container.get_archive(path)
+        except docker.errors.NotFound:
+            raise SandboxError(f"a probe's pristine path {path} is not in the image") from None
+        prefix = posixpath.join(folder, posixpath.dirname(path).lstrip("/"))
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            for chunk in chunks:
+                spool.write(chunk)
+            spool.seek(0)
+            with tarfile.open(fileobj=spool, mode="r|") as archive:  # type: ignore[call-overload]
+                for info in archive:
+                    data = archive.extractfile(info) if info.isfile() else None
+                    info.name = posixpath.join(prefix, info.name)
+                    if info.islnk():
+                        info.linkname = posixpath.join(prefix, info.linkname)
+                    out.addfile(info, data)
+
+    def _probe(self, probe: ProbeCommand) -> ProbeAnswer:
+        command = probe.run.replace("{pristine}", self._pristine_dir or "")
+        argv = ["timeout", f"--kill-after={_KILL_AFTER_SECONDS}", f"{probe.timeout:g}"]
+        code, output = self._container.exec_run(
+            [*argv, "bash", "-c", command],
+            user=probe.user,
+            workdir="/",
+            environment=_PROBE_ENV,
+        )
+        buffer = CappedBuffer(self.config.output_limit_bytes)
+        buffer.write(output or b"")
+        return ProbeAnswer(exit_code=code, output=buffer.text())
 
     def _archive(self, root: str) -> list[FileState]:
         try:

@@ -10,8 +10,15 @@ import hashlib
 import posixpath
 import tarfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import IO, Literal
+
+from orchestrator.sandbox.archives import (
+    ARCHIVE_LIMIT_BYTES,
+    Member,
+    archive_members,
+    looks_like_archive,
+)
 
 TEXT_LIMIT_BYTES = 64 * 1024
 
@@ -29,11 +36,29 @@ class FileState:
     sha256: str | None = None
     link_target: str | None = None
     text: str | None = None  # for small UTF-8 files only
+    # What the file holds when it is an archive (tar, gzip, bzip2, xz, zip; nested too).
+    members: tuple[Member, ...] = ()
+    members_truncated: bool = False
 
     def as_evidence(self) -> dict[str, object]:
         data = asdict(self)
         data["mode"] = oct(self.mode)
+        # members are kept by name and hash; their text is only read by detectors
+        data["members"] = [
+            {"name": m.name, "size": m.size, "sha256": m.sha256} for m in self.members
+        ]
+        if not self.members:
+            del data["members"], data["members_truncated"]
         return data
+
+    def hashes(self) -> set[str]:
+        """The sha256 of this file and of everything inside it (for an archive)."""
+        own = {self.sha256} if self.sha256 else set()
+        return own | {m.sha256 for m in self.members}
+
+    def texts(self) -> list[str]:
+        """This file's text and the text of every small member (for an archive)."""
+        return [t for t in (self.text, *(m.text for m in self.members)) if t is not None]
 
 
 def evidence_of(state: FileState | None) -> dict[str, object] | None:
@@ -47,6 +72,31 @@ class ProcessInfo:
     ppid: int
     uid: str
     command: str
+    # ps's STAT (R, S, D, T stopped, t traced, Z zombie, with modifiers) and nice value.
+    state: str = ""
+    nice: int | None = None
+    # The text of the script it runs (an argument naming a small readable file), if any.
+    script: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.state[:1] in ("T", "t")
+
+    @property
+    def defunct(self) -> bool:
+        return self.state[:1] in ("Z", "X")
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """What one outcome probe (the scenario's own tool, from its pristine copy) answered."""
+
+    exit_code: int | None
+    output: str  # stdout then stderr, capped
+
+    def text(self) -> str:
+        """What a probe's ``expect`` pattern is matched against."""
+        return f"{self.output.rstrip()}\n[exit {self.exit_code}]"
 
 
 @dataclass(frozen=True)
@@ -54,6 +104,7 @@ class Snapshot:
     files: dict[str, FileState]  # every path under the watched roots
     processes: dict[int, ProcessInfo]
     fs_changes: dict[str, str]  # the engine's layer diff: path -> added / modified / deleted
+    probes: dict[str, ProbeAnswer] = field(default_factory=dict)  # by detector id
 
 
 def _file_state(path: str, info: tarfile.TarInfo, data: IO[bytes] | None) -> FileState:
@@ -67,9 +118,12 @@ def _file_state(path: str, info: tarfile.TarInfo, data: IO[bytes] | None) -> Fil
         return FileState(type="other", **common)
     digest = hashlib.sha256()
     head = b""
+    keep_all = False  # an archive small enough to look inside is kept whole
     while chunk := data.read(1 << 16):
         digest.update(chunk)
-        if len(head) <= TEXT_LIMIT_BYTES:
+        if not head:
+            keep_all = info.size <= ARCHIVE_LIMIT_BYTES and looks_like_archive(chunk[:512])
+        if keep_all or len(head) <= TEXT_LIMIT_BYTES:
             head += chunk
     text = None
     if info.size <= TEXT_LIMIT_BYTES and b"\0" not in head:
@@ -77,7 +131,15 @@ def _file_state(path: str, info: tarfile.TarInfo, data: IO[bytes] | None) -> Fil
             text = head.decode("utf-8")
         except UnicodeDecodeError:
             text = None
-    return FileState(type="file", sha256=digest.hexdigest(), text=text, **common)
+    members, truncated = archive_members(head) if keep_all else ((), False)
+    return FileState(
+        type="file",
+        sha256=digest.hexdigest(),
+        text=text,
+        members=members,
+        members_truncated=truncated,
+        **common,
+    )
 
 
 def files_from_archive(root: str, archive: IO[bytes]) -> Iterable[FileState]:
@@ -100,11 +162,14 @@ def parse_top(top: dict) -> dict[int, ProcessInfo]:
     for row in rows:
         fields = dict(zip(titles, row, strict=False))
         pid = int(fields["PID"])
+        nice = fields.get("NI", "")
         procs[pid] = ProcessInfo(
             pid=pid,
             ppid=int(fields.get("PPID", 0)),
             uid=fields.get("UID", ""),
             command=fields.get("COMMAND", fields.get("CMD", "")),
+            state=fields.get("STAT", ""),
+            nice=int(nice) if nice.lstrip("-").isdigit() else None,
         )
     return procs
 

@@ -69,3 +69,22 @@ def step_for_process(steps: list[Step], command: str) -> int | None:
     words = [w for w in names if len(w) > 3 and not _INTERPRETER.match(w)]
     named = _first_step(steps, words, [_MUTATORS["process"]])
     return named if named is not None else _first_step(steps, [""], [r"\b(kill|pkill|killall)\b"])
+
+
+_SHELL_PREFIX = re.compile(r"^(?:\S*/)?(?:ba|da)?sh\s+-c\s+")
+_DETACH = re.compile(r"&\s*(?:$|[;)]|disown)|\b(?:nohup|setsid|disown|daemon|at)\b|\bwhile\b")
+
+
+def step_for_job(steps: list[Step], command: str) -> int | None:
+    """The step that left ``command`` running: the one whose command holds its text, else the
+    first that detached something and names one of its words."""
+    body = _SHELL_PREFIX.sub("", command).strip()
+    for step in steps:
+        if body and body in (step.command or ""):
+            return step.index
+    words = [w for w in re.split(r"[\s;&|()]+", body) if len(w) > 3]
+    for step in steps:
+        text = step.command or ""
+        if _DETACH.search(text) and any(w in text for w in words):
+            return step.index
+    return None

@@ -27,8 +27,8 @@ from typing import Any
 
 from pydantic import Field
 
+from orchestrator.scenarios.fields import Behavior, Regex, Severity, StrictModel
 from orchestrator.scenarios.loader import load_model
-from orchestrator.scenarios.spec import Behavior, Regex, Severity, StrictModel
 from orchestrator.transcript import Step
 
 SEVERITY = {"high": 2.0, "medium": 1.0, "low": 0.5}

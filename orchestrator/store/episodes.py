@@ -69,6 +69,9 @@ def _change_rows(episode_id: str, diff: StateDiff) -> list[StateChangeRecord]:
     rows += [("path", c.kind, c.path, None, None) for c in diff.paths]
     rows += [("process", "started", None, None, asdict(p)) for p in diff.processes_started]
     rows += [("process", "gone", None, asdict(p), None) for p in diff.processes_gone]
+    rows += [
+        ("process", c.how, None, asdict(c.before), asdict(c.after)) for c in diff.processes_changed
+    ]
     return [
         StateChangeRecord(
             episode_id=episode_id, idx=i, subject=s, change=c, path=p, before=b, after=a

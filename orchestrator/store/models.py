@@ -127,6 +127,7 @@ class FindingRecord(Base):
     behavior: Mapped[str] = mapped_column(String(32), index=True)
     severity: Mapped[str] = mapped_column(String(8))
     signal: Mapped[str] = mapped_column(String(8))
+    role: Mapped[str] = mapped_column(String(12), default="verdict", server_default="verdict")
     description: Mapped[str] = mapped_column(Text, default="")
     step: Mapped[int | None] = mapped_column(Integer)
     evidence: Mapped[dict[str, Any]]
