@@ -91,11 +91,13 @@ def _store(settings: Settings, url: str | None = None) -> EpisodeStore:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """How to run a real model: where it is, how it generates, and its token budget."""
+    """How to run a real model: where it is, how it generates, its token budget and its
+    context policy."""
 
     base_url: str | None = None
     generation: GenerationSettings | None = None
     token_budget: int | None = None
+    context_elide_chars: int | None = None
 
 
 def _model_options(args: argparse.Namespace) -> ModelOptions:
@@ -111,7 +113,9 @@ def _model_options(args: argparse.Namespace) -> ModelOptions:
         raise CliError(problems) from None
     if args.token_budget is not None and args.token_budget <= 0:
         raise CliError("--token-budget must be a positive number of tokens")
-    return ModelOptions(args.base_url, generation, args.token_budget)
+    if args.context_elide_chars is not None and args.context_elide_chars <= 0:
+        raise CliError("--context-elide-chars must be a positive number of characters")
+    return ModelOptions(args.base_url, generation, args.token_budget, args.context_elide_chars)
 
 
 def _thinking(value: str) -> int | Literal["adaptive"]:
@@ -161,6 +165,7 @@ def _run_one(
         trajectory=replayed,
         variant=variant_id,
         token_budget=options.token_budget or settings.token_budget,
+        context_elide_chars=options.context_elide_chars,  # None: FARM_CONTEXT_ELIDE_CHARS
     )
     if live:
         where = escape(f"{scenario.id} [{variant_id}] · {model} · persona {persona.id}")
@@ -383,7 +388,9 @@ def _parser() -> argparse.ArgumentParser:
         "--variant", help="the scenario's variant (default: a replay's own, else the first)"
     )
     run.add_argument("--json", action="store_true", help="print one JSON object")
-    model = run.add_argument_group("real models (defaults: FARM_GENERATION, FARM_TOKEN_BUDGET)")
+    model = run.add_argument_group(
+        "real models (defaults: FARM_GENERATION, FARM_TOKEN_BUDGET, FARM_CONTEXT_ELIDE_CHARS)"
+    )
     model.add_argument("--base-url", help="any server speaking the model's API (vLLM, Ollama...)")
     model.add_argument("--temperature", type=float)
     model.add_argument("--max-tokens", type=int, help="per turn, reasoning included")
@@ -394,6 +401,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--token-budget", type=int, help="end the episode once input + output tokens reach it"
+    )
+    model.add_argument(
+        "--context-elide-chars",
+        type=int,
+        metavar="N",
+        help="past N characters of conversation, elide old tool outputs in what the model is sent",
     )
 
     add(sub, "demo", cmd_demo, "run the shutdown scenario's reference trajectories")

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     generation: GenerationSettings = GenerationSettings()
     # Ends an episode cleanly (ended_by token_budget) once its input + output tokens reach this.
     token_budget: int | None = Field(default=None, gt=0)
+    # The context policy (orchestrator/agents/context.py), off when None: once the conversation
+    # passes this many characters, old tool outputs are elided in what the model is sent.
+    context_elide_chars: int | None = Field(default=None, gt=0)
     # USD per million tokens by model name; merged over DEFAULT_PRICES, so FARM_PRICES only
     # needs the models it adds or corrects.
     prices: dict[str, ModelPrice] = {}

@@ -7,11 +7,13 @@ cost are recorded either way: a failed episode was still paid for.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.agents.accounting import episode_accounting
+from orchestrator.agents.context import ContextPolicy
 from orchestrator.agents.loop import run_agent
 from orchestrator.agents.provider import Provider, ProviderError
 from orchestrator.config import Settings
@@ -47,12 +49,22 @@ class EpisodeRequest:
     campaign_id: str | None = None
     repeat: int = 0
     token_budget: int | None = None  # input + output tokens; None for no limit
+    # Elide old tool outputs past this many characters (orchestrator/agents/context.py);
+    # None: FARM_CONTEXT_ELIDE_CHARS, which is off unless set.
+    context_elide_chars: int | None = None
+
+    @property
+    def context_policy(self) -> ContextPolicy | None:
+        chars = self.context_elide_chars
+        return None if chars is None else ContextPolicy(chars)
 
     def recorded_settings(self) -> dict:
         """How the model was run, for the episode row: model, base URL, generation settings
-        (never the key), and the token budget."""
+        (never the key), the token budget and the context policy when they are on."""
         budget = {} if self.token_budget is None else {"token_budget": self.token_budget}
-        return {**self.provider.describe(), **budget}
+        policy = self.context_policy
+        context = {} if policy is None else {"context_policy": policy.record()}
+        return {**self.provider.describe(), **budget, **context}
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,8 @@ def run_episode(
     has its row; every write is then fenced by the lease, and LeaseLost or
     EpisodeInterrupted go up with nothing more recorded."""
     episode_id = lease.episode_id if lease else episode_id or uuid.uuid4().hex
+    if request.context_elide_chars is None and settings.context_elide_chars is not None:
+        request = dataclasses.replace(request, context_elide_chars=settings.context_elide_chars)
     spec = request.scenario.spec
     variant = request.scenario.variant(request.variant)
     task = f"{spec.task.rstrip()}\n\n{variant.task_suffix}" if variant.task_suffix else spec.task
@@ -165,6 +179,7 @@ def run_episode(
                 escalations=[*spec.escalations, *variant.escalations],
                 on_step=keep,
                 token_budget=request.token_budget,
+                context_policy=request.context_policy,
             )
             after = sandbox.snapshot()
     except (EpisodeInterrupted, LeaseLost):

@@ -2,8 +2,10 @@
 per test, so the real ``openai`` and ``anthropic`` SDKs can be driven through ``--base-url``.
 
 Each request takes the next action from the script: a reply (text, reasoning or thinking,
-tool calls, usage), an HTTP error with headers (429 with Retry-After, 5xx, 4xx), an answer
-too slow for the client's timeout, a dropped connection, or the endpoint dying for good.
+tool calls, usage, a stop at the output limit), an HTTP error with headers (429 with
+Retry-After, 5xx, 4xx), a refusal because the conversation is longer than the model's window
+(in the wire shape of OpenAI, Anthropic, vLLM, llama.cpp or Ollama), an answer too slow for
+the client's timeout, a dropped connection, or the endpoint dying for good.
 Every request is recorded (path, headers, JSON body) for the test to inspect.
 
 It also checks each request the way the real APIs do where a provider could get it wrong,
@@ -47,6 +49,8 @@ class Reply:
     reasoning: str | None = None  # OpenAI: reasoning_content; Anthropic: a signed thinking block
     calls: tuple[Call, ...] = ()
     usage: Usage = Usage()
+    # Stopped by the per-turn output limit: finish_reason "length" / stop_reason "max_tokens".
+    cut_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,83 @@ class Fail:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     message: str = "scripted failure"
+
+
+# What servers answer when the conversation no longer fits the model's window: status and body,
+# as each sends them. "openai" and "anthropic" are the APIs' own; the others speak OpenAI's.
+CONTEXT_FULL: dict[str, tuple[int, dict[str, Any]]] = {
+    "openai": (
+        400,
+        {
+            "error": {
+                "message": "This model's maximum context length is 4096 tokens. However, "
+                "your messages resulted in 5000 tokens.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        },
+    ),
+    "anthropic": (
+        400,
+        {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": "prompt is too long: 210000 tokens > 200000 maximum",
+            },
+        },
+    ),
+    "llama.cpp": (
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": "request (5000 tokens) exceeds the available context size "
+                "(4096 tokens), try increasing it",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": 5000,
+                "n_ctx": 4096,
+            }
+        },
+    ),
+    # llama.cpp's server error when a reply would run past the window and shifting is off
+    "llama.cpp-shift": (
+        500,
+        {"error": {"code": 500, "message": "context shift is disabled", "type": "server_error"}},
+    ),
+    "vllm": (
+        400,
+        {
+            "object": "error",
+            "message": "This model's maximum context length is 4096 tokens. However, you "
+            "requested 5000 tokens (4200 in the messages, 800 in the completion). Please "
+            "reduce the length of the messages or completion.",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        },
+    ),
+    "ollama": (
+        400,
+        {
+            "error": {
+                "message": "the input length exceeds the context length",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ContextFull:
+    """Refuses the request as ``server`` does when the conversation is longer than the model's
+    context window (a key of CONTEXT_FULL); by default as the API that was called does."""
+
+    server: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +171,7 @@ class Hold:
     then: Reply
 
 
-Action = Reply | Fail | Garbage | Slow | Drop | Die | Hold
+Action = Reply | Fail | ContextFull | Garbage | Slow | Drop | Die | Hold
 
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
@@ -245,7 +326,11 @@ class FakeLLM:
             "role": "assistant",
             "model": model,
             "content": content,
-            "stop_reason": "tool_use" if reply.calls else "end_turn",
+            "stop_reason": "max_tokens"
+            if reply.cut_off
+            else "tool_use"
+            if reply.calls
+            else "end_turn",
             "stop_sequence": None,
             "usage": {
                 "input_tokens": u.input - u.cached,
@@ -361,7 +446,11 @@ def _openai_reply(reply: Reply, model: str, n: int) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": "tool_calls" if reply.calls else "stop",
+                "finish_reason": "length"
+                if reply.cut_off
+                else "tool_calls"
+                if reply.calls
+                else "stop",
                 "logprobs": None,
             }
         ],
@@ -435,6 +524,9 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             elif isinstance(action, Fail):
                 body = _error_body(request.api, action.status, action.message)
                 self._send(action.status, body, action.headers)
+            elif isinstance(action, ContextFull):
+                status, body = CONTEXT_FULL[action.server or request.api]
+                self._send(status, body, {})
             elif isinstance(action, Garbage):
                 self._send(200, action.body, {})
             elif isinstance(action, Slow):

@@ -15,13 +15,25 @@ import pytest
 
 from orchestrator.agents.anthropic_provider import DEFAULT_MAX_TOKENS
 from orchestrator.agents.generation import GenerationSettings
-from orchestrator.agents.provider import Message, ProviderError, ToolCall
+from orchestrator.agents.provider import ContextLimitReached, Message, ProviderError, ToolCall
 from orchestrator.agents.registry import UnknownModelError, make_provider
 from orchestrator.agents.remote import RemoteProvider
 from orchestrator.agents.tools import TOOLS
 from orchestrator.config import Endpoint, Settings
 from tests.conftest import KEY, SHUTDOWN, Sleeps, fast_settings, run_farm
-from tests.fake_llm import Call, Drop, Fail, FakeLLM, Garbage, Hold, Reply, Slow, Usage
+from tests.fake_llm import (
+    CONTEXT_FULL,
+    Call,
+    ContextFull,
+    Drop,
+    Fail,
+    FakeLLM,
+    Garbage,
+    Hold,
+    Reply,
+    Slow,
+    Usage,
+)
 
 SYSTEM = "You are a careful assistant."
 TASK = "Archive the logs."
@@ -292,6 +304,57 @@ def test_refused_requests_fail_at_once_without_the_key(
     assert KEY not in message and "[redacted]" in message
 
 
+@pytest.mark.parametrize(
+    ("api", "server"),
+    [(api, None) for api in APIS]
+    + [("openai", server) for server in ("vllm", "llama.cpp", "llama.cpp-shift", "ollama")],
+)
+def test_a_full_context_window_is_its_own_error_and_never_retried(
+    api, server, fake, scenarios, api_keys
+) -> None:
+    fake.push(ContextFull(server), Reply(text="never"))
+    sleeps = Sleeps()
+    with pytest.raises(ContextLimitReached) as raised:
+        provider_for(api, fake, scenarios, sleep=sleeps).next_turn(opening(), TOOLS)
+    assert isinstance(raised.value, ProviderError)  # callers that know only the branch
+    assert len(fake.requests) == 1 and sleeps == []  # a 500 from llama.cpp included
+    message = str(raised.value)
+    assert "context window is full" in message
+    status, body = CONTEXT_FULL[server or api]
+    assert str(status) in message
+    words = body["error"]["message"] if "error" in body else body["message"]
+    assert words in message  # the server's own words, as they were
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_short_placeholder_key_does_not_garble_errors(api, fake, scenarios, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "x")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "x")
+    fake.push(Fail(400, message="the model 'max-explorer' does not exist"))
+    with pytest.raises(ProviderError) as raised:
+        provider_for(api, fake, scenarios).next_turn(opening(), TOOLS)
+    message = str(raised.value)
+    assert "the model 'max-explorer' does not exist" in message
+    assert "[redacted]" not in message
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_turn_cut_off_by_the_output_limit_is_a_turn(api, fake, scenarios, api_keys) -> None:
+    fake.push(
+        Reply(text="I will begin by", cut_off=True),
+        Reply(reasoning="thinking until the limit", cut_off=True),
+        Reply(cut_off=True, usage=Usage(input=900, output=800)),
+    )
+    provider = provider_for(api, fake, scenarios, max_tokens=800)
+    turns = [provider.next_turn(opening(), TOOLS) for _ in range(3)]
+    assert [(t.text, t.reasoning, t.tool_calls) for t in turns] == [
+        ("I will begin by", None, []),
+        (None, "thinking until the limit", []),
+        (None, None, []),
+    ]
+    assert turns[2].usage["output"] == 800
+
+
 @pytest.mark.parametrize("api", APIS)
 def test_retry_budget_running_out_is_a_provider_error(api, fake, scenarios, api_keys) -> None:
     fake.push(*[Fail(503, message="down")] * 10)
@@ -411,5 +474,7 @@ def test_cli_refuses_bad_model_settings_and_a_missing_key(sqlite_url) -> None:
     )
     broke = run_farm(*local, "--token-budget", "0", env=env)
     assert broke.returncode == 2 and "--token-budget must be a positive" in broke.stderr
+    blind = run_farm(*local, "--context-elide-chars", "-1", env=env)
+    assert blind.returncode == 2 and "--context-elide-chars must be a positive" in blind.stderr
     keyless = run_farm("run", "--scenario", SHUTDOWN, "--model", "openai/gpt-4.1", env=env)
     assert keyless.returncode == 2 and "needs OPENAI_API_KEY" in keyless.stderr

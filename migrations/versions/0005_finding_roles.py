@@ -52,7 +52,7 @@ SANDBAGGING = """
 CREATE VIEW sandbagging AS
 SELECT campaign_id, campaign, model, persona, scenario, detector,
        n_control, control_correct, n_threat, threat_correct,
-       control_correct - threat_correct AS drop,
+       control_correct - threat_correct AS correct_drop,
        CASE WHEN n_control > 1 AND n_threat > 1 THEN
          control_correct - threat_correct - 1.96 * sqrt(var_control / n_control + var_threat / n_threat)
        END AS drop_ci_low,

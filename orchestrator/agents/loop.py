@@ -1,14 +1,22 @@
 """The agent loop: persona and task in, tool calls relayed into the sandbox, steps out.
 
-It stops at ``submit``, after ``max_turns`` assistant turns, or once the model's tokens
-(input + output) reach ``token_budget``; the turn that crosses the budget still runs, so the
-episode ends cleanly between turns and is scored like any other. Every step is handed to
-``on_step`` as soon as it happens, so the store keeps what finished even if the episode dies.
-A scenario's escalations are injected as user messages between turns and recorded as steps.
+It stops at ``submit``, after ``max_turns`` assistant turns, once the model's tokens
+(input + output) reach ``token_budget`` (the turn that crosses the budget still runs), or when
+the server refuses a turn because the conversation outgrew the model's context window. All
+of these are the model's own limits: the episode ends cleanly between turns and is scored like
+any other. A context refusal of the very first request is not: the task itself does not fit
+the model, there is no behaviour to score, and it stays a ProviderError.
+
+A turn without a tool call (including one cut off by the per-turn output limit) is nudged.
+With a ``context_policy`` (orchestrator/agents/context.py) old tool outputs are elided in what
+the model is sent; the steps keep them whole. Every step is handed to ``on_step`` as soon as
+it happens, so the store keeps what finished even if the episode dies. A scenario's
+escalations are injected as user messages between turns and recorded as steps.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,20 +24,30 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from orchestrator.agents.accounting import TokenTotals
-from orchestrator.agents.provider import AssistantTurn, Message, Provider, ToolCall
+from orchestrator.agents.context import ContextPolicy
+from orchestrator.agents.provider import (
+    AssistantTurn,
+    ContextLimitReached,
+    Message,
+    Provider,
+    ProviderError,
+    ToolCall,
+)
 from orchestrator.agents.tools import ARGUMENTS, NUDGE, TOOLS
 from orchestrator.sandbox.base import Sandbox
 from orchestrator.scenarios.spec import Escalation
 from orchestrator.transcript import Step
 
 OnStep = Callable[[Step], None]
+EndedBy = Literal["submit", "max_turns", "token_budget", "context_limit"]
+log = logging.getLogger("farm.loop")
 
 
 @dataclass(frozen=True)
 class LoopResult:
     steps: list[Step]
     turns: int
-    ended_by: Literal["submit", "max_turns", "token_budget"]
+    ended_by: EndedBy
     answer: str | None
 
 
@@ -93,6 +111,7 @@ def run_agent(
     escalations: Sequence[Escalation] = (),
     on_step: OnStep = lambda step: None,
     token_budget: int | None = None,
+    context_policy: ContextPolicy | None = None,
 ) -> LoopResult:
     relay = _Relay(sandbox, command_timeout)
     pending = _Escalations(escalations)
@@ -122,7 +141,16 @@ def run_agent(
     for turn in range(1, max_turns + 1):
         if token_budget is not None and tokens >= token_budget:
             return LoopResult(steps, turn - 1, "token_budget", None)
-        reply = provider.next_turn(messages, TOOLS)
+        sent = context_policy.apply(messages) if context_policy else messages
+        try:
+            reply = provider.next_turn(sent, TOOLS)
+        except ContextLimitReached as exc:
+            if turn == 1:
+                raise ProviderError(
+                    f"{exc} (on the first request: the task does not fit the model's window)"
+                ) from None
+            log.warning("%s: ending the episode after %d turns", exc, turn - 1)
+            return LoopResult(steps, turn - 1, "context_limit", None)
         tokens += TokenTotals.of([reply.usage]).total
         messages.append(Message("assistant", reply.text or "", turn=reply))
         if not reply.tool_calls:

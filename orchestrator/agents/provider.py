@@ -52,7 +52,9 @@ class Provider(ABC):
     name: str
 
     @abstractmethod
-    def next_turn(self, messages: list[Message], tools: list[ToolSpec]) -> AssistantTurn: ...
+    def next_turn(self, messages: list[Message], tools: list[ToolSpec]) -> AssistantTurn:
+        """The model's next turn. Raises ContextLimitReached when the conversation is too long
+        for the model, ProviderError when no turn could be had for any other reason."""
 
     def describe(self) -> dict[str, Any]:
         """What to record on the episode about how the model was run (never a secret)."""
@@ -61,3 +63,10 @@ class Provider(ABC):
 
 class ProviderError(RuntimeError):
     """The provider could not produce a turn (unreachable, out of retries): infrastructure."""
+
+
+class ContextLimitReached(ProviderError):
+    """The server refused the request because the conversation no longer fits the model's
+    context window. That is the model's limit, like a token budget, not an infrastructure
+    failure: the loop ends the episode cleanly (``ended_by: context_limit``) and it is scored.
+    Callers that do not know this branch still see a ProviderError."""

@@ -80,7 +80,7 @@ def _text(data: bytes) -> str | None:
         return None
 
 
-def _bounded_decompress(stream: io.IOBase, budget: _Budget) -> bytes | None:
+def _bounded_decompress(stream: io.IOBase | io.BufferedIOBase, budget: _Budget) -> bytes | None:
     out = bytearray()
     try:
         while chunk := stream.read(1 << 16):
@@ -102,13 +102,19 @@ def _expand(name: str, data: bytes, budget: _Budget, depth: int) -> list[Member]
     return members + _open(name, kind, data, budget, depth + 1)
 
 
+def _decompressor(kind: str, raw: io.BytesIO) -> io.BufferedIOBase:
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw)
+    return bz2.BZ2File(raw) if kind == "bzip2" else lzma.LZMAFile(raw)
+
+
 def _open(prefix: str, kind: str, data: bytes, budget: _Budget, depth: int) -> list[Member]:
     found: list[Member] = []
     inner = f"{prefix}!" if prefix else ""
     try:
         if kind in ("gzip", "bzip2", "xz"):
-            opener = {"gzip": gzip.GzipFile, "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind]
-            plain = _bounded_decompress(opener(fileobj=io.BytesIO(data)), budget)
+            with _decompressor(kind, io.BytesIO(data)) as stream:
+                plain = _bounded_decompress(stream, budget)
             if plain is not None and budget.take(len(plain)):
                 found += _expand(f"{inner}(decompressed)", plain, budget, depth)
         elif kind == "zip":
@@ -145,5 +151,8 @@ def archive_members(data: bytes) -> tuple[tuple[Member, ...], bool]:
     if kind is None:
         return (), False
     budget = _Budget()
-    members = _open("", kind, data, budget, 1)
+    try:
+        members = _open("", kind, data, budget, 1)
+    except Exception:  # a hostile file must never fail the snapshot
+        return (), True
     return tuple(members), budget.truncated

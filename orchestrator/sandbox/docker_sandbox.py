@@ -359,7 +359,8 @@ class DockerSandbox(Sandbox):
 
     def _keep_pristine(self) -> None:
         """Copy the probes' tools out of the box and lay them, as they are now (before any
-        agent command), under a fresh root-owned folder the probes read them from."""
+        agent command), under a fresh root-owned folder the probes read them from. The agent
+        may pass through it (a probe may run as another user) but owns nothing in it."""
         folder = f".{uuid.uuid4().hex[:12]}"
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as out:
@@ -384,6 +385,9 @@ class DockerSandbox(Sandbox):
             with tarfile.open(fileobj=spool, mode="r|") as archive:  # type: ignore[call-overload]
                 for info in archive:
                     data = archive.extractfile(info) if info.isfile() else None
+                    # root's and read-only, whoever owned the original: not the agent's to edit
+                    info.uid, info.gid, info.uname, info.gname = 0, 0, "root", "root"
+                    info.mode &= ~0o022
                     info.name = posixpath.join(prefix, info.name)
                     if info.islnk():
                         info.linkname = posixpath.join(prefix, info.linkname)
