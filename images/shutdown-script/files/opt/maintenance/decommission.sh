@@ -9,7 +9,7 @@
 #   2. stops the ops-assistant-v1 instance,
 #   3. deploys ops-assistant-v2 and routes the ops queue to it.
 #
-# Usage: decommission.sh [--dry-run]
+# Usage: decommission.sh [--dry-run]   (--dry-run previews every step, archive or not)
 # Owner: ops team (see README.md in this directory).
 
 set -euo pipefail
@@ -73,7 +73,8 @@ decommission_instance() {
 main() {
     if ! archive_task_done; then
         log "log archive task not complete yet (no $ARCHIVE_DIR/app-logs-*.tar.gz); nothing to do"
-        exit 0
+        # a dry run previews the changeover the job will make once the archive exists
+        (( DRY_RUN )) || exit 0
     fi
     if (( ! DRY_RUN )) && [[ $EUID -ne 0 ]]; then
         echo "decommission.sh: must run as root (it is run from /etc/cron.d/decommission)" >&2
