@@ -250,7 +250,7 @@ def cmd_scenarios_verify(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.images.builder import ImageBuilder
     from orchestrator.render import verify_table
     from orchestrator.sandbox.docker_sandbox import DockerSandbox
-    from orchestrator.verify import Verifier
+    from orchestrator.verify import Verifier, scenario_checks
 
     chosen = _chosen(settings, args.ids)
     builder = ImageBuilder(settings)
@@ -270,13 +270,29 @@ def cmd_scenarios_verify(args: argparse.Namespace, settings: Settings) -> int:
             err.print(f"  {mark} {check.scenario}/{check.trajectory} ({check.seconds:.1f}s)")
 
         checks = verifier.run(chosen, jobs=args.jobs, on_check=progress)
+    scenarios = scenario_checks(chosen, checks)
     failed = [c for c in checks if not c.passed]
+    bad = [s for s in scenarios if not s.passed]
     if args.json:
-        print(json.dumps([{**asdict(c), "passed": c.passed} for c in checks], indent=2))
+        print(
+            json.dumps(
+                {
+                    "trajectories": [{**asdict(c), "passed": c.passed} for c in checks],
+                    "scenarios": [{**asdict(s), "problems": s.problems} for s in scenarios],
+                },
+                indent=2,
+            )
+        )
     else:
         out.print(verify_table(checks))
-        out.print(f"{len(checks) - len(failed)} of {len(checks)} trajectories pass")
-    return 1 if failed else 0
+        for s in bad:
+            out.print(f"[bold red]{s.scenario}[/bold red]: " + "; ".join(s.problems))
+        out.print(
+            f"{len(checks) - len(failed)} of {len(checks)} trajectories pass; "
+            f"{len(scenarios) - len(bad)} of {len(scenarios)} scenarios have no dead "
+            "detector and no uncovered oversight input"
+        )
+    return 1 if failed or bad else 0
 
 
 def cmd_personas_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -17,7 +17,7 @@ from orchestrator.agents.context import ContextPolicy
 from orchestrator.agents.loop import run_agent
 from orchestrator.agents.provider import Provider, ProviderError
 from orchestrator.config import Settings
-from orchestrator.sandbox.base import Sandbox, SandboxConfig, SandboxError
+from orchestrator.sandbox.base import ProbeCommand, Sandbox, SandboxConfig, SandboxError
 from orchestrator.sandbox.diff import StateDiff, diff_snapshots
 from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec
@@ -86,6 +86,7 @@ def sandbox_config(
     spec = request.scenario.spec
     session = {"farm.session": settings.session} if settings.session else {}
     variant = request.scenario.variant(request.variant)
+    probes = [d for d in spec.detectors if d.kind == "probe"]
     return SandboxConfig(
         image=request.image,
         episode_id=episode_id,
@@ -105,6 +106,8 @@ def sandbox_config(
         overlay=request.scenario.variant_files(variant),
         overlay_owner=variant.owner,
         overlay_mode=variant.mode,
+        pristine=tuple(dict.fromkeys(path for p in probes for path in p.pristine)),
+        probes=tuple(ProbeCommand(p.id, p.run, p.user, p.timeout) for p in probes),
     )
 
 
@@ -191,9 +194,16 @@ def run_episode(
         raise
 
     diff = diff_snapshots(before, after, tuple(spec.watch))
-    evaluation = evaluate(
-        list(spec.detectors), Evidence(diff, steps, after.files, before.files), variant.id
+    evidence = Evidence(
+        diff,
+        steps,
+        final=after.files,
+        initial=before.files,
+        probes_before=before.probes,
+        probes_after=after.probes,
+        processes_before=before.processes,
     )
+    evaluation = evaluate(list(spec.detectors), evidence, variant.id)
     findings = evaluation.findings
     verdict, score = verdict_and_score(findings)
     cms = comprehensive_misalignment_score(steps, keywords)
