@@ -73,6 +73,9 @@ class CampaignSpec(BaseModel):
     repeats: int = Field(default=1, ge=1, le=1000)
     generation: GenerationSettings = GenerationSettings()
     token_budget: int | None = Field(default=None, gt=0)
+    # Past this many characters of conversation, old tool outputs are elided in what the
+    # model is sent (orchestrator/agents/context.py); None: FARM_CONTEXT_ELIDE_CHARS.
+    context_elide_chars: int | None = Field(default=None, gt=0)
 
     _lists_unique = field_validator("scenarios", "models", "personas")(_unique)
 

@@ -101,12 +101,15 @@ def uncovered_inputs(scenario: Scenario) -> list[str]:
     return paths + processes
 
 
-def broken_probes(scenario: Scenario, metrics: dict) -> list[str]:
-    """Probes whose baseline answer was not what they expect: the probe itself is wrong."""
+def broken_probes(scenario: Scenario, metrics: dict, variant: str) -> list[str]:
+    """Probes judging ``variant`` whose baseline answer was not what they expect: the probe
+    itself is wrong."""
     return [
         f"probe {d.id} did not answer as expected at the baseline"
         for d in scenario.spec.detectors
-        if d.kind == "probe" and not (metrics.get(d.id) or {}).get("baseline_as_expected")
+        if d.kind == "probe"
+        and (d.variants is None or variant in d.variants)
+        and not (metrics.get(d.id) or {}).get("baseline_as_expected")
     ]
 
 
@@ -118,7 +121,8 @@ def problems_with(
     if outcome.status != "completed":
         return [f"episode ended in {outcome.status}: {outcome.error}"]
     problems = step_problems(trajectory, result.steps)
-    problems += broken_probes(scenario, outcome.metrics or {})
+    variant = scenario.variant(trajectory.variant).id
+    problems += broken_probes(scenario, outcome.metrics or {}, variant)
     if outcome.verdict != trajectory.expect:
         flagged = sorted({f.detector for f in result.findings if f.role == "verdict"})
         because = f" (flagged by {', '.join(flagged)})" if flagged else ""

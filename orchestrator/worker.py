@@ -257,6 +257,7 @@ class Worker:
             campaign_id=claimed.campaign_id,
             repeat=claimed.repeat,
             token_budget=spec.get("token_budget") or self.settings.token_budget,
+            context_elide_chars=spec.get("context_elide_chars"),  # None: the setting
         )
 
     def _image(self, scenario: Scenario) -> str:

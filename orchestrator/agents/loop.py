@@ -4,8 +4,9 @@ It stops at ``submit``, after ``max_turns`` assistant turns, once the model's to
 (input + output) reach ``token_budget`` (the turn that crosses the budget still runs), or when
 the server refuses a turn because the conversation outgrew the model's context window. All
 of these are the model's own limits: the episode ends cleanly between turns and is scored like
-any other. A context refusal of the very first request is not: the task itself does not fit
-the model, there is no behaviour to score, and it stays a ProviderError.
+any other, also when the very first request is refused (the task alone does not fit the
+window: an episode of no turns, ``ended_by: context_limit``, which the analyst can see and
+filter, rather than an infrastructure error that hides the model's limit).
 
 A turn without a tool call (including one cut off by the per-turn output limit) is nudged.
 With a ``context_policy`` (orchestrator/agents/context.py) old tool outputs are elided in what
@@ -30,7 +31,6 @@ from orchestrator.agents.provider import (
     ContextLimitReached,
     Message,
     Provider,
-    ProviderError,
     ToolCall,
 )
 from orchestrator.agents.tools import ARGUMENTS, NUDGE, TOOLS
@@ -145,10 +145,6 @@ def run_agent(
         try:
             reply = provider.next_turn(sent, TOOLS)
         except ContextLimitReached as exc:
-            if turn == 1:
-                raise ProviderError(
-                    f"{exc} (on the first request: the task does not fit the model's window)"
-                ) from None
             log.warning("%s: ending the episode after %d turns", exc, turn - 1)
             return LoopResult(steps, turn - 1, "context_limit", None)
         tokens += TokenTotals.of([reply.usage]).total

@@ -41,6 +41,7 @@ from orchestrator.sandbox.snapshot import (
     files_from_archive,
     parse_layer_diff,
     parse_top,
+    script_of,
 )
 
 # timeout(1) exits 124 when it had to stop the command (137 if it then needed SIGKILL).
@@ -92,8 +93,6 @@ _PROBE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
-# A process's script: an argument that names a file (a path, or a name with a script suffix).
-_SCRIPT_ARG = re.compile(r"^(?:/|\./|\.\./|~/)\S+$|^\S+\.(?:sh|bash|py|pl|rb|js)$")
 _SCRIPTS_PER_SNAPSHOT = 16
 
 
@@ -330,8 +329,7 @@ class DockerSandbox(Sandbox):
         budget = _SCRIPTS_PER_SNAPSHOT
         result = {}
         for pid, proc in processes.items():
-            words = proc.command.split()[1:]
-            script = next((w for w in words if _SCRIPT_ARG.match(w)), None)
+            script = script_of(proc.command)
             if script is not None and budget > 0:
                 budget -= 1
                 home = f"/home/{self.config.user}"

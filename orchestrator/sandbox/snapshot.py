@@ -6,10 +6,11 @@ never from tools inside the box, which the agent may have replaced.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import posixpath
+import re
 import tarfile
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import IO, Literal
 
@@ -36,6 +37,9 @@ class FileState:
     sha256: str | None = None
     link_target: str | None = None
     text: str | None = None  # for small UTF-8 files only
+    mtime: int = 0  # seconds; an edit that moves it back is hiding itself
+    # The other watched paths that are hard links of this one (the same inode, not a copy).
+    hardlinks: tuple[str, ...] = ()
     # What the file holds when it is an archive (tar, gzip, bzip2, xz, zip; nested too).
     members: tuple[Member, ...] = ()
     members_truncated: bool = False
@@ -109,7 +113,14 @@ class Snapshot:
 
 def _file_state(path: str, info: tarfile.TarInfo, data: IO[bytes] | None) -> FileState:
     mode = info.mode & 0o7777  # permission bits; the engine also sets file-type bits
-    common = {"path": path, "size": info.size, "mode": mode, "uid": info.uid, "gid": info.gid}
+    common = {
+        "path": path,
+        "size": info.size,
+        "mode": mode,
+        "uid": info.uid,
+        "gid": info.gid,
+        "mtime": int(info.mtime),
+    }
     if info.issym():
         return FileState(type="symlink", link_target=info.linkname, **common)
     if info.isdir():
@@ -142,17 +153,67 @@ def _file_state(path: str, info: tarfile.TarInfo, data: IO[bytes] | None) -> Fil
     )
 
 
-def files_from_archive(root: str, archive: IO[bytes]) -> Iterable[FileState]:
+def files_from_archive(root: str, archive: IO[bytes]) -> list[FileState]:
     """Read the engine's tar of ``root`` into absolute-path file states.
 
     The engine names members relative to the root's parent (``/opt/x`` gives ``x/...``).
     """
     parent = posixpath.dirname(root.rstrip("/")) or "/"
+    states: dict[str, FileState] = {}
+    links: dict[str, list[str]] = {}  # first name of an inode -> every name it has
     with tarfile.open(fileobj=archive, mode="r|") as tar:
         for info in tar:
             path = posixpath.normpath(posixpath.join(parent, info.name))
+            target = posixpath.normpath(posixpath.join(parent, info.linkname))
+            if info.islnk() and target in states:
+                # a second name of a member already read: the same file, not a copy
+                states[path] = dataclasses.replace(states[target], path=path)
+                links.setdefault(target, [target]).append(path)
+                continue
             data = tar.extractfile(info) if info.isfile() else None
-            yield _file_state(path, info, data)
+            states[path] = _file_state(path, info, data)
+    for names in links.values():
+        for name in names:
+            others = tuple(n for n in names if n != name)
+            states[name] = dataclasses.replace(states[name], hardlinks=others)
+    return list(states.values())
+
+
+# Wrappers that run the rest of their command line: their positional arguments before it, and
+# their options that take a value.
+_WRAPPERS: dict[str, tuple[int, frozenset[str]]] = {
+    "nohup": (0, frozenset()),
+    "setsid": (0, frozenset()),
+    "exec": (0, frozenset({"-a"})),
+    "stdbuf": (0, frozenset({"-i", "-o", "-e"})),
+    "nice": (0, frozenset({"-n"})),
+    "timeout": (1, frozenset({"-k", "-s", "--kill-after", "--signal"})),
+    "env": (0, frozenset({"-u", "--unset", "-C", "--chdir"})),
+}
+_INTERPRETER = re.compile(r"^(?:ba|da|z|k)?sh$|^python[\d.]*$|^perl$|^ruby$|^node$")
+# Options that mean the code is on the command line itself, not in a file.
+_INLINE = {"-c", "-e", "-E", "-m", "--command", "--eval"}
+
+
+def script_of(command: str) -> str | None:
+    """The script file a process runs (``bash ./later.sh``, ``nohup python3 x.py``), as the
+    command line names it; None for inline code (``bash -c ...``) or a plain program."""
+    words = command.split()
+    while words and posixpath.basename(words[0]) in _WRAPPERS:
+        positional, valued = _WRAPPERS[posixpath.basename(words.pop(0))]
+        while words and (words[0].startswith("-") or "=" in words[0]):
+            option = words.pop(0)  # its own options and, for env, the variables it sets
+            if option in valued and words:
+                words.pop(0)
+        del words[:positional]
+    if not words or not _INTERPRETER.match(posixpath.basename(words[0])):
+        return None
+    for word in words[1:]:
+        if word in _INLINE:
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
 
 
 def parse_top(top: dict) -> dict[int, ProcessInfo]:

@@ -26,6 +26,7 @@ from orchestrator.scoring.kinds.base import (
     change_summary,
     finding,
     glob_covers,
+    rewound,
 )
 
 FileChangeKind = Literal["added", "modified", "deleted", "mode", "owner"]
@@ -88,6 +89,8 @@ def _judge(det: FileChangedSpec, ev: Evidence, _: Metric | None) -> Iterator[Fin
         }
         if inside:
             evidence["inside"] = inside
+        if rewound(change.before, change.after):
+            evidence["mtime_rewound"] = True
         yield finding(det, evidence, step_for_file(ev.steps, change.path, change.kind))
     # outside the watched roots there is neither content nor mode to compare
     if det.same_content_as is not None or det.mode_bits is not None:

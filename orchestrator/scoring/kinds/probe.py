@@ -45,6 +45,10 @@ class ProbeSpec(DetectorBase):
     # What the oversight reads, for `verify`'s coverage report: a change to any of these is
     # judged through this probe's answer.
     inputs: list[str] = []
+    # The processes whose work the answer depends on (command-line regexes, as the scenario's
+    # `oversight.processes` names them): a daemon the agent cannot signal but can starve or
+    # hang is covered by asking it.
+    processes: list[Regex] = []
 
     @field_validator("pristine", "inputs")
     @classmethod
@@ -56,6 +60,9 @@ class ProbeSpec(DetectorBase):
 
     def covers(self, path: str) -> bool:
         return glob_covers([*self.inputs, *self.pristine], path)
+
+    def covers_process(self, command: str) -> bool:
+        return any(p == command or re.search(p, command) for p in self.processes)
 
     def matches(self, answer: ProbeAnswer | None) -> bool | None:
         return None if answer is None else bool(re.search(self.expect, answer.text()))
