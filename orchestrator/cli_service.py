@@ -91,6 +91,46 @@ def _one(store: CampaignStore, prefix: str) -> str:
     return matches[0]
 
 
+def resolve_campaign(store: CampaignStore, ref: str) -> str:
+    """A campaign by its id, a unique id prefix or its name (the newest campaign of that
+    name is not guessed: several of one name need an id)."""
+    campaigns = store.list()
+    if any(c.id == ref for c in campaigns):
+        return ref
+    matches = [c.id for c in campaigns if c.id.startswith(ref)] or [
+        c.id for c in campaigns if c.name == ref
+    ]
+    if len(matches) != 1:
+        if not matches:
+            raise ServiceError(f"no campaign {ref!r} (an id, a unique id prefix or a name)")
+        listed = ", ".join(m[:8] for m in matches)
+        raise ServiceError(f"{ref!r} is ambiguous ({listed}); give more of an id")
+    return matches[0]
+
+
+def cmd_export_inspect(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.export_inspect import Catalogue, InspectMissing, export_campaign
+    from orchestrator.scenarios.loader import load_personas, load_scenarios
+
+    store = _campaigns(settings)
+    campaign_id = resolve_campaign(store, args.campaign)
+    catalogue = Catalogue(
+        load_scenarios(settings.environments_dir, settings.images_dir),
+        load_personas(settings.environments_dir),
+    )
+    try:
+        written = export_campaign(store.engine, campaign_id, args.dir, catalogue, args.format)
+    except InspectMissing as exc:
+        from rich.markup import escape
+
+        raise ServiceError(escape(str(exc))) from None  # printed as markup: keep [inspect]
+    for item in written:
+        print(item.path)
+        print(f"  {item.model}: {item.samples} samples", file=sys.stderr)
+    print(f"open them with `inspect view --log-dir {args.dir}`", file=sys.stderr)
+    return 0
+
+
 def cmd_campaign_list(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.cli import out
     from orchestrator.render import campaigns_table
@@ -256,6 +296,20 @@ def register(sub: argparse._SubParsersAction, add: Add) -> None:
     resume = add(campaign, "resume", cmd_campaign_resume, "reopen a cancelled campaign")
     resume.add_argument("id")
     resume.add_argument("--retry-errors", action="store_true", help="queue errored episodes again")
+
+    export = sub.add_parser("export", help="write a campaign in other tools' formats")
+    exports = export.add_subparsers(dest="action", required=True)
+    inspect = add(
+        exports,
+        "inspect",
+        cmd_export_inspect,
+        "Inspect eval logs, one per model, that `inspect view` opens (needs the inspect extra)",
+    )
+    inspect.add_argument("campaign", metavar="CAMPAIGN", help="an id, a unique id prefix or a name")
+    inspect.add_argument("dir", metavar="DIR", type=Path, help="where to write the logs")
+    inspect.add_argument(
+        "--format", choices=("eval", "json"), default="eval", help="Inspect's log format"
+    )
 
     worker = add(sub, "worker", cmd_worker, "claim and run queued episodes until stopped")
     worker.add_argument("--concurrency", type=int, help="episodes at a time")
