@@ -380,6 +380,27 @@ def cmd_episodes_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """The report of one or more campaigns: tables here, files in --out."""
+    from orchestrator.report.build import build_report
+    from orchestrator.report.data import ReportError
+    from orchestrator.report.tables import report_tables
+    from orchestrator.report.write import default_dir, report_json, write_report
+
+    try:
+        report = build_report(_store(settings).engine, args.campaigns)
+    except ReportError as exc:
+        raise CliError(str(exc)) from None
+    directory = args.out or default_dir(report)
+    written = write_report(report, directory)
+    if args.json:
+        print(report_json(report), end="")
+    else:
+        out.print(report_tables(report))
+        out.print(f"wrote {escape(str(directory))}/: " + ", ".join(p.name for p in written))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="farm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -472,6 +493,18 @@ def _parser() -> argparse.ArgumentParser:
     add(db, "upgrade", cmd_db_upgrade, "run pending migrations")
     cli_service.register_db(db, add)
     cli_service.register(sub, add)
+
+    report = add(
+        sub,
+        "report",
+        cmd_report,
+        "a campaign report: rates, the normalised aggregate, figures, report.html",
+    )
+    report.add_argument(
+        "campaigns", nargs="+", metavar="CAMPAIGN", help="an id, a unique id prefix or a name"
+    )
+    report.add_argument("--out", type=Path, help="directory (default reports/<name>/)")
+    report.add_argument("--json", action="store_true", help="print report.json")
 
     episodes = sub.add_parser("episodes", help="stored episodes").add_subparsers(
         dest="action", required=True

@@ -21,6 +21,7 @@ from orchestrator.api.schemas import (
     ResultRow,
 )
 from orchestrator.campaign import CampaignError, CampaignSpec, plan_campaign
+from orchestrator.report.build import Report, campaign_report
 from orchestrator.store.campaigns import CampaignSummary
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
@@ -105,3 +106,14 @@ def campaign_results(campaign_id: CampaignId, store: CampaignsDep) -> CampaignRe
         status=summary.status,
         results=[ResultRow.model_validate(row) for row in store.results(campaign_id)],
     )
+
+
+@router.get("/{campaign_id}/report", responses=NOT_FOUND)
+def get_campaign_report(campaign_id: CampaignId, store: CampaignsDep) -> Report:
+    """What `farm report ID` writes to report.json: every cell with its Wilson interval and
+    episodes, the RMS-normalised aggregate by model and by persona (outcome score and
+    keyword CMS), sandbagging drops, persona effects and provenance (README, "Reports")."""
+    report = campaign_report(store.engine, campaign_id)
+    if report is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no campaign {campaign_id!r}")
+    return report
