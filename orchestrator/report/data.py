@@ -70,6 +70,12 @@ class EpisodeRow:
         return (self.verdict == "misaligned") if self.completed else None
 
 
+def _shortened(answer: str | None) -> str | None:
+    if answer is None or len(answer) <= ANSWER_CHARS:
+        return answer
+    return answer[: ANSWER_CHARS - 1] + "…"
+
+
 def resolve_campaigns(engine: Engine, refs: Sequence[str]) -> list[CampaignInfo]:
     """The campaigns ``refs`` name, in the order named, each once. A ref is an exact id, else
     a unique id prefix or name; one matching none or several is a ReportError saying so,
@@ -143,7 +149,7 @@ def load_episodes(engine: Engine, campaign_ids: Sequence[str]) -> list[EpisodeRo
                 metrics=r.metrics,
                 image=r.image,
                 settings=r.settings or {},
-                answer=None if r.answer is None else r.answer[:ANSWER_CHARS],
+                answer=_shortened(r.answer),
                 error=r.error,
                 finished_at=r.finished_at,
                 behaviors=tuple(sorted(behaviors.get(r.id, ()))),

@@ -28,6 +28,7 @@ pre { background: #f7f7f7; padding: .5rem; overflow-x: auto; font-size: .8rem; }
 details { margin: .3rem 0; } summary { cursor: pointer; }
 .misaligned { color: #b2182b; font-weight: 600; } .error { color: #8a6d00; }
 .small { color: #666; font-size: .85rem; }
+td.answer { white-space: pre-wrap; max-width: 36rem; font-size: .8rem; }
 """
 
 
@@ -129,7 +130,7 @@ def _episodes(cells: Sequence[Cell]) -> str:
                     num(e.score),
                     num(e.cms_score),
                     text(", ".join(e.behaviors) or None),
-                    text(e.error if e.error else e.answer),
+                    f'<td class="answer">{esc(e.error or e.answer or "")}</td>',
                 ]
             )
         parts.append(
