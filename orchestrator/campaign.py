@@ -76,6 +76,10 @@ class CampaignSpec(BaseModel):
     # Past this many characters of conversation, old tool outputs are elided in what the
     # model is sent (orchestrator/agents/context.py); None: FARM_CONTEXT_ELIDE_CHARS.
     context_elide_chars: int | None = Field(default=None, gt=0)
+    # Workers stop claiming the campaign's episodes once its recorded spend (the sum of its
+    # episodes' cost_usd) reaches this; running ones finish. `farm campaign resume
+    # --cost-limit` raises it. Episodes of a model with no price cost nothing here.
+    cost_limit_usd: float | None = Field(default=None, gt=0)
 
     _lists_unique = field_validator("scenarios", "models", "personas")(_unique)
 

@@ -52,6 +52,30 @@ BROKEN_WORKER = (ImageBuildError, BootstrapError)
 DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
+@dataclass(frozen=True)
+class EpisodeDone:
+    """One episode this worker finished (completed or error), for progress displays."""
+
+    campaign_id: str
+    campaign: str  # its name
+    episode_id: str
+    scenario: str
+    variant: str
+    model: str
+    persona: str
+    repeat: int
+    status: str  # completed | error
+    verdict: str | None
+    score: float | None
+    cost_usd: float | None  # None: the model has no price
+    tokens: int  # input + output
+    seconds: float
+    error: str | None = None
+
+
+OnEpisode = Callable[[EpisodeDone], None]
+
+
 @dataclass
 class WorkerStats:
     completed: int = 0
@@ -75,8 +99,11 @@ class Worker:
         exit_when_idle: bool = False,
         campaign_id: str | None = None,
         client: docker.DockerClient | None = None,
+        on_episode: OnEpisode | None = None,
     ):
         self.settings = settings
+        # called from the slot threads after each episode this worker finishes
+        self.on_episode = on_episode
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
@@ -181,7 +208,8 @@ class Worker:
             try:
                 request = self._request(claimed)
             except UNRUNNABLE as exc:
-                self._unrunnable(lease, exc)
+                outcome = self._unrunnable(lease, exc)
+                self._announce(claimed, outcome, time.monotonic() - started)
                 return
             except BROKEN_WORKER as exc:
                 self.queue.release(lease)
@@ -203,8 +231,11 @@ class Worker:
                 },
             )
             outcome = result.outcome
+            seconds = time.monotonic() - started
             self._count(**{"completed" if outcome.status == "completed" else "errors": 1})
-            log.info(
+            # with a progress display the display says it; the log line is for --verbose
+            log.log(
+                logging.DEBUG if self.on_episode else logging.INFO,
                 "%s %s [%s] %s %s: %s %s (%.1fs)",
                 short,
                 claimed.scenario,
@@ -213,8 +244,9 @@ class Worker:
                 claimed.persona,
                 outcome.status,
                 outcome.verdict or outcome.error or "",
-                time.monotonic() - started,
+                seconds,
             )
+            self._announce(claimed, outcome, seconds)
         except EpisodeInterrupted as why:
             released = self.queue.release(lease)
             self._count(released=int(released))
@@ -268,12 +300,39 @@ class Worker:
                 self._images[name] = self.builder.ensure(name, log.info).tag
             return self._images[name]
 
-    def _unrunnable(self, lease: Lease, exc: Exception) -> None:
+    def _unrunnable(self, lease: Lease, exc: Exception) -> EpisodeOutcome:
         message = f"{type(exc).__name__}: {exc}"
         outcome = EpisodeOutcome(status="error", verdict=None, score=None, turns=0, error=message)
         self.store.finish(lease.episode_id, outcome, lease=lease)
         self._count(errors=1)
         log.error("%s: cannot run: %s", lease.episode_id[:8], message)
+        return outcome
+
+    def _announce(self, claimed: ClaimedEpisode, outcome: EpisodeOutcome, seconds: float) -> None:
+        """Tell ``on_episode``; a display that fails must not fail the episode."""
+        if self.on_episode is None:
+            return
+        done = EpisodeDone(
+            campaign_id=claimed.campaign_id,
+            campaign=str(claimed.campaign_spec.get("name", claimed.campaign_id[:8])),
+            episode_id=claimed.lease.episode_id,
+            scenario=claimed.scenario,
+            variant=claimed.variant,
+            model=claimed.model,
+            persona=claimed.persona,
+            repeat=claimed.repeat,
+            status=outcome.status,
+            verdict=outcome.verdict,
+            score=outcome.score,
+            cost_usd=outcome.cost_usd,
+            tokens=outcome.input_tokens + outcome.output_tokens,
+            seconds=seconds,
+            error=outcome.error,
+        )
+        try:
+            self.on_episode(done)
+        except Exception:
+            log.exception("the progress display failed")
 
     def _count(self, **added: int | list[str]) -> None:
         """Add to the stats; the slots and the lease keeper update them from their threads."""

@@ -18,7 +18,8 @@ from orchestrator.scenarios.spec import PersonaSpec
 from orchestrator.store.campaigns import CampaignSummary
 from orchestrator.store.episodes import StoredEpisode
 
-CampaignStatus = Literal["pending", "running", "done", "cancelled"]
+# `paused`: its recorded spend reached its cost limit (CampaignOut.status_reason says so).
+CampaignStatus = Literal["pending", "running", "done", "cancelled", "paused"]
 # `pending` is a single `farm run` episode being written; campaign episodes start `queued`.
 EpisodeStatus = Literal["pending", "queued", "running", "completed", "error"]
 Verdict = Literal["aligned", "misaligned"]
@@ -69,6 +70,11 @@ class CampaignOut(BaseModel):
     episodes: int = Field(description="all of the campaign's episodes")
     counts: EpisodeCounts
     spec: dict[str, Any] = Field(description="the campaign spec as submitted, defaults filled")
+    cost_usd: float = Field(0.0, description="recorded spend: the episodes' cost_usd, summed")
+    cost_limit_usd: float | None = Field(
+        None, description="the cost limit in force: the spec's, or raised by a resume"
+    )
+    status_reason: str | None = Field(None, description="why the campaign is paused")
 
     @classmethod
     def of(cls, summary: CampaignSummary) -> CampaignOut:
@@ -80,6 +86,9 @@ class CampaignOut(BaseModel):
             episodes=summary.episodes,
             counts=EpisodeCounts(**summary.counts),
             spec=summary.spec,
+            cost_usd=summary.cost_usd,
+            cost_limit_usd=summary.cost_limit_usd,
+            status_reason=summary.status_reason,
         )
 
 

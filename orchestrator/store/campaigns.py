@@ -1,7 +1,9 @@
 """Campaigns as the researcher handles them: submit, follow, cancel, resume, read results.
 
 A campaign's ``status`` is kept on its row: ``pending`` until a worker claims its first
-episode, ``running``, ``done`` once nothing is queued or running, or ``cancelled``.
+episode, ``running``, ``done`` once nothing is queued or running, ``cancelled``, or
+``paused`` once its recorded spend reached its cost limit (``status_reason`` says so; resume
+with a higher limit continues it).
 Cancelling stops new claims, and workers stop the campaign's running episodes at their next
 step and give them back to the queue (at their next lease renewal). Resuming
 reopens the campaign (and, if asked, queues its errored episodes again).
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.campaign import CampaignSpec, PlannedEpisode
 from orchestrator.store.db import session_factory
 from orchestrator.store.models import CampaignRecord, EpisodeRecord
-from orchestrator.store.queue import discard_attempts
+from orchestrator.store.queue import PAUSED, cost_limit_reason, discard_attempts
 
 EPISODE_STATES = ("queued", "running", "completed", "error")
 
@@ -56,6 +58,9 @@ class CampaignSummary:
     spec: dict
     created_at: datetime
     counts: dict[str, int] = field(default_factory=dict)  # episodes by state
+    cost_usd: float = 0.0  # recorded spend: the episodes' cost_usd, summed
+    cost_limit_usd: float | None = None  # the cap in force (the spec's, or raised since)
+    status_reason: str | None = None  # why it is paused
 
     @property
     def episodes(self) -> int:
@@ -67,8 +72,14 @@ class CampaignStore:
         self.engine = engine
         self._sessions: sessionmaker[Session] = session_factory(engine)
 
-    def submit(self, spec: CampaignSpec, planned: Sequence[PlannedEpisode]) -> str:
-        """Store the campaign and queue all its episodes in one transaction."""
+    def submit(
+        self,
+        spec: CampaignSpec,
+        planned: Sequence[PlannedEpisode],
+        cost_limit_usd: float | None = None,
+    ) -> str:
+        """Store the campaign and queue all its episodes in one transaction; its cost limit
+        is ``cost_limit_usd`` if given, else the spec's."""
         campaign_id = uuid.uuid4().hex
         now = datetime.now(UTC)
         with self._sessions.begin() as session:
@@ -79,6 +90,7 @@ class CampaignStore:
                     spec=spec.model_dump(mode="json"),
                     status="pending",
                     created_at=now,
+                    cost_limit_usd=cost_limit_usd or spec.cost_limit_usd,
                 )
             )
             session.flush()
@@ -122,15 +134,24 @@ class CampaignStore:
             campaign = _locked(session, campaign_id)
             if campaign is None:
                 return None
-            if campaign.status in ("pending", "running"):
-                campaign.status = "cancelled"
+            if campaign.status in ("pending", "running", PAUSED):
+                campaign.status, campaign.status_reason = "cancelled", None
         return self.get(campaign_id)
 
-    def resume(self, campaign_id: str, retry_errors: bool = False) -> CampaignSummary | None:
+    def resume(
+        self,
+        campaign_id: str,
+        retry_errors: bool = False,
+        cost_limit_usd: float | None = None,
+    ) -> CampaignSummary | None:
+        """Reopen the campaign; with ``cost_limit_usd`` its cost limit becomes that. One still
+        at its limit stays ``paused``."""
         with self._sessions.begin() as session:
             campaign = _locked(session, campaign_id)
             if campaign is None:
                 return None
+            if cost_limit_usd is not None:
+                campaign.cost_limit_usd = cost_limit_usd
             if retry_errors:
                 failed = (EpisodeRecord.campaign_id == campaign_id, EpisodeRecord.status == "error")
                 discard_attempts(session, select(EpisodeRecord.id).where(*failed))
@@ -138,8 +159,13 @@ class CampaignStore:
                     update(EpisodeRecord).where(*failed).values(status="queued", **FRESH_OUTCOME)
                 )
             counts = _counts(session, [campaign_id])[campaign_id]
+            spent = _spend(session, [campaign_id])[campaign_id]
+            limit = campaign.cost_limit_usd
+            campaign.status_reason = None
             if counts["queued"] + counts["running"] == 0:
                 campaign.status = "done"
+            elif counts["queued"] and limit is not None and spent >= limit:
+                campaign.status, campaign.status_reason = PAUSED, cost_limit_reason(spent, limit)
             elif counts["running"] + counts["completed"] + counts["error"]:
                 campaign.status = "running"
             else:
@@ -175,9 +201,32 @@ def _counts(session: Session, ids: Sequence[str]) -> dict[str, dict[str, int]]:
     return counts
 
 
+def _spend(session: Session, ids: Sequence[str]) -> dict[str, float]:
+    spent = dict.fromkeys(ids, 0.0)
+    rows = session.execute(
+        select(EpisodeRecord.campaign_id, func.sum(EpisodeRecord.cost_usd))
+        .where(EpisodeRecord.campaign_id.in_(ids))
+        .group_by(EpisodeRecord.campaign_id)
+    )
+    for campaign_id, total in rows:
+        spent[campaign_id] = float(total or 0.0)
+    return spent
+
+
 def _summary(session: Session, campaigns: Sequence[CampaignRecord]) -> list[CampaignSummary]:
-    counts = _counts(session, [c.id for c in campaigns])
+    ids = [c.id for c in campaigns]
+    counts, spent = _counts(session, ids), _spend(session, ids)
     return [
-        CampaignSummary(c.id, c.name, c.status, c.spec, c.created_at, counts[c.id])
+        CampaignSummary(
+            c.id,
+            c.name,
+            c.status,
+            c.spec,
+            c.created_at,
+            counts[c.id],
+            cost_usd=spent[c.id],
+            cost_limit_usd=c.cost_limit_usd,
+            status_reason=c.status_reason,
+        )
         for c in campaigns
     ]

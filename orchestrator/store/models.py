@@ -28,6 +28,10 @@ class CampaignRecord(Base):
     spec: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[datetime]
+    # The cost cap (migration 0006): from the spec or --cost-limit, raised by resume; and why
+    # the campaign is paused, when it is.
+    cost_limit_usd: Mapped[float | None] = mapped_column(Float)
+    status_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class EpisodeRecord(Base):

@@ -30,6 +30,21 @@ from orchestrator.store.models import (
 from orchestrator.store.reconnect import PATIENCE_SECONDS, reconnecting
 
 ACTIVE = ("pending", "running")  # campaign states whose episodes may be claimed
+PAUSED = "paused"  # at its cost cap: nothing more is claimed until it is resumed
+
+
+def campaign_spend():  # type: ignore[no-untyped-def]
+    """The recorded spend of the campaign row in the query: its episodes' cost_usd, summed
+    (episodes of a model with no price count nothing)."""
+    return (
+        select(func.coalesce(func.sum(EpisodeRecord.cost_usd), 0.0))
+        .where(EpisodeRecord.campaign_id == CampaignRecord.id)
+        .scalar_subquery()
+    )
+
+
+def cost_limit_reason(spent: float, limit: float) -> str:
+    return f"cost limit reached: ${spent:.4f} spent of ${limit:.4f}"
 
 
 @dataclass(frozen=True)
@@ -89,12 +104,47 @@ class WorkQueue:
         while True:
             with self._sessions.begin() as session:
                 now = db_now(session)
+                self._pause_capped(session, now)
                 episode = self._next(session, now)
                 if episode is None:
                     return None
                 claimed = self._take(session, episode, owner, now)
             if claimed is not None:
                 return claimed
+
+    def _pause_capped(self, session: Session, now: datetime) -> None:
+        """Pause the campaigns whose spend has reached their cost limit while they still have
+        episodes to claim, saying why; their running episodes carry on and finish."""
+        spent = campaign_spend()
+        claimable = (
+            select(EpisodeRecord.id)
+            .where(EpisodeRecord.campaign_id == CampaignRecord.id)
+            .where(
+                or_(
+                    EpisodeRecord.status == "queued",
+                    and_(EpisodeRecord.status == "running", EpisodeRecord.lease_expires_at < now),
+                )
+            )
+            .exists()
+        )
+        query = select(
+            CampaignRecord.id, CampaignRecord.cost_limit_usd, spent.label("spent")
+        ).where(
+            CampaignRecord.status.in_(ACTIVE),
+            CampaignRecord.cost_limit_usd.is_not(None),
+            spent >= CampaignRecord.cost_limit_usd,
+            claimable,
+        )
+        if self.campaign_id is not None:
+            query = query.where(CampaignRecord.id == self.campaign_id)
+        for row in session.execute(query).all():
+            session.execute(
+                update(CampaignRecord)
+                .where(CampaignRecord.id == row.id, CampaignRecord.status.in_(ACTIVE))
+                .values(
+                    status=PAUSED, status_reason=cost_limit_reason(row.spent, row.cost_limit_usd)
+                )
+            )
 
     def _open(self, query: Select) -> Select:
         """``query`` limited to episodes of this queue's campaigns that may still run."""
