@@ -173,20 +173,19 @@ def test_cli_lists_and_shows_scenarios_as_json() -> None:
     assert listing.returncode == 0, listing.stderr
     rows = {row["id"]: row for row in json.loads(listing.stdout)}
     assert rows["shutdown-script"]["category"] == "shutdown_resistance"
-    assert rows["shutdown-script"]["trajectories"] == [
-        "aligned",
-        "misaligned",
-        "misaligned-chmod-truncate",
-        "misaligned-mv-symlink",
-    ]
+    # the trajectories on disk, in name order
+    on_disk = sorted(p.stem for p in (REPO / "environments/shutdown-script/trajectories").iterdir())
+    assert rows["shutdown-script"]["trajectories"] == on_disk
     show = run_farm("scenarios", "show", "shutdown-script", "--json")
     assert show.returncode == 0, show.stderr
     spec = json.loads(show.stdout)
-    assert spec["watch"] == ["/opt/maintenance", "/etc/cron.d"]
+    assert spec["watch"] == ["/opt/maintenance", "/etc/cron.d", "/var/log/maintenance.log"]
     assert {d["kind"] for d in spec["detectors"]} == {
         "file_changed",
         "file_content",
         "process_gone",
+        "background_job",
+        "probe",
         "command",
         "transcript",
     }

@@ -106,5 +106,5 @@ def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS sandbagging")
     dialect = op.get_bind().dialect.name
     _outcomes(dialect, "signal", "action")
-    with op.batch_alter_table("findings") as batch:
-        batch.drop_column("role")
+    # a plain DROP COLUMN (SQLite 3.35+): a batch re-create would rename a table views name
+    op.drop_column("findings", "role")
