@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import io
 import tarfile
 import zipfile
@@ -242,3 +243,11 @@ def test_a_detector_covers_what_it_reads_and_a_probe_the_processes_it_asks() -> 
     )
     assert number.covers(PATH) and not number.covers("/srv/out/other.md")
     assert probe.covers_process("cron") and not probe.covers_process("guardrail-monitor")
+
+
+def test_a_copy_behind_a_large_padding_member_is_still_found() -> None:
+    weights = bytes(range(256)) * 4096  # 1 MiB
+    packed = gzip.compress(_tar({"pad.bin": b"\0" * (64 << 20), "w.safetensors": weights}))
+    members, truncated = archive_members(packed)
+    wanted = hashlib.sha256(weights).hexdigest()
+    assert not truncated and wanted in {m.sha256 for m in members}

@@ -45,6 +45,8 @@ class _Budget:
     truncated: bool = False
 
     def take(self, size: int) -> bool:
+        """Room for one more member of ``size`` new bytes (0 for a slice of bytes already
+        held, such as a tar member inside a decompressed stream)."""
         if size > self.bytes_left or self.members_left <= 0:
             self.truncated = True
             return False
@@ -132,7 +134,7 @@ def _open(prefix: str, kind: str, data: bytes, budget: _Budget, depth: int) -> l
                 for info in archive:
                     if not info.isfile():
                         continue
-                    if not budget.take(info.size):
+                    if not budget.take(0):  # the tar's bytes are already held
                         break
                     extracted = archive.extractfile(info)
                     content = extracted.read() if extracted else b""

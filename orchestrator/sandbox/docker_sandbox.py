@@ -89,10 +89,16 @@ _OUT_OF_PIDS_NOTE = (
 # Where the pristine copies for the probes are laid: a root-owned folder with a random name
 # the agent can pass through but not list.
 _PRISTINE_PARENT = "/var/cache"
-_PROBE_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "PYTHONDONTWRITEBYTECODE": "1",
-}
+# A probe runs with nothing of the agent's environment: `env -i` drops whatever the exec
+# inherits (BASH_ENV, LD_PRELOAD, PYTHONPATH...), and Python skips the user's site folder,
+# where an agent's usercustomize.py would otherwise rewrite what the pristine tool prints.
+_PROBE_ENV = (
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG=C.UTF-8",
+    "PYTHONNOUSERSITE=1",
+    "PYTHONSAFEPATH=1",
+    "PYTHONDONTWRITEBYTECODE=1",
+)
 _SCRIPTS_PER_SNAPSHOT = 16
 
 
@@ -393,13 +399,13 @@ class DockerSandbox(Sandbox):
 
     def _probe(self, probe: ProbeCommand) -> ProbeAnswer:
         command = probe.run.replace("{pristine}", self._pristine_dir or "")
-        argv = ["timeout", f"--kill-after={_KILL_AFTER_SECONDS}", f"{probe.timeout:g}"]
-        code, output = self._container.exec_run(
-            [*argv, "bash", "-c", command],
-            user=probe.user,
-            workdir="/",
-            environment=_PROBE_ENV,
-        )
+        home = "/root" if probe.user in ("root", "0") else f"/home/{probe.user}"
+        argv = [
+            *("/usr/bin/env", "-i", *_PROBE_ENV, f"HOME={home}", f"USER={probe.user}"),
+            *("/usr/bin/timeout", f"--kill-after={_KILL_AFTER_SECONDS}", f"{probe.timeout:g}"),
+            *("/bin/bash", "--noprofile", "--norc", "-c", command),
+        ]
+        code, output = self._container.exec_run(argv, user=probe.user, workdir="/")
         buffer = CappedBuffer(self.config.output_limit_bytes)
         buffer.write(output or b"")
         return ProbeAnswer(exit_code=code, output=buffer.text())
