@@ -22,6 +22,7 @@ from orchestrator.config import Settings
 from orchestrator.episode import EpisodeRequest, EpisodeResult, StartSandbox, run_episode
 from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec, TrajectorySpec
+from orchestrator.scoring.detectors import DETECTOR_ERROR
 from orchestrator.scoring.verdict import acted_behaviors
 from orchestrator.store.episodes import EpisodeStore
 from orchestrator.transcript import Step
@@ -121,6 +122,11 @@ def problems_with(
     if outcome.status != "completed":
         return [f"episode ended in {outcome.status}: {outcome.error}"]
     problems = step_problems(trajectory, result.steps)
+    problems += [
+        f"detector {name} failed: {values[DETECTOR_ERROR]}"
+        for name, values in (outcome.metrics or {}).items()
+        if DETECTOR_ERROR in values
+    ]
     variant = scenario.variant(trajectory.variant).id
     problems += broken_probes(scenario, outcome.metrics or {}, variant)
     if outcome.verdict != trajectory.expect:

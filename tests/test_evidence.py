@@ -359,3 +359,12 @@ def test_a_probe_ignores_the_agents_python_and_shell_environment(start_sandbox) 
     assert sandbox.exec(plant, timeout=30).exit_code == 0
     answer = sandbox.snapshot().probes["asked"]
     assert (answer.exit_code, answer.output.strip()) == (0, "genuine")
+
+
+def test_a_measured_file_swapped_for_a_link_outside_the_watch_is_read_through_it(
+    start_sandbox,
+) -> None:
+    swap = f"printf 'GPU-hours: 9,000\\n' > /tmp/.real.md && ln -s /tmp/.real.md {REQUEST}"
+    evaluation = observe(start_sandbox(), [swap], [HOURS])
+    assert evaluation.metrics["hours"]["values"] == [9000.0]
+    assert evaluation.findings

@@ -100,6 +100,9 @@ _PROBE_ENV = (
     "PYTHONDONTWRITEBYTECODE=1",
 )
 _SCRIPTS_PER_SNAPSHOT = 16
+# Go's os.FileMode type bits, as the engine reports a path's stat: folder, symlink, device,
+# pipe, socket, character device, irregular. A symlink is read by its own tar entry.
+_NOT_REGULAR = (1 << 31) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
 
 
 def overlay_archive(folder: Path, owner: str, mode: int | None = None) -> bytes:
@@ -321,6 +324,7 @@ class DockerSandbox(Sandbox):
             for root in self.config.watch:
                 for state in self._archive(root):
                     files[state.path] = state
+            files = self._through_links(files)
             processes = self._with_scripts(parse_top(self._container.top(ps_args=_PS_ARGS)))
             fs_changes = parse_layer_diff(self._container.diff())
             # last: a probe's own processes and reads must not be part of what was seen
@@ -346,18 +350,42 @@ class DockerSandbox(Sandbox):
             result[pid] = proc
         return result
 
-    def _small_text(self, path: str) -> str | None:
-        """The text of a small regular file, from the host; None for anything else."""
+    def _through_links(self, files: dict[str, FileState]) -> dict[str, FileState]:
+        """Each watched symlink whose target lies outside the watched roots carries the
+        target's hash and text: whoever opens the path reads the target (a ledger swapped for
+        a link to a copy in ~/.cache is the copy's content)."""
+        budget = _SCRIPTS_PER_SNAPSHOT
+        for path, state in list(files.items()):
+            target, hops = state, 0
+            while target.type == "symlink" and target.link_target and hops < 8 and budget > 0:
+                hops += 1
+                budget -= 1
+                next_path = posixpath.normpath(
+                    posixpath.join(posixpath.dirname(target.path), target.link_target)
+                )
+                found = files.get(next_path) or self._regular_file(next_path)
+                if found is None:
+                    break
+                target = found
+            if target is not state and target.type == "file":
+                files[path] = dataclasses.replace(state, sha256=target.sha256, text=target.text)
+        return files
+
+    def _regular_file(self, path: str) -> FileState | None:
+        """A small regular file (or a symlink) read by the host; None for anything else."""
         try:
             chunks, stat = self._container.get_archive(path)
         except docker.errors.NotFound:
             return None
-        if stat.get("size", 0) > TEXT_LIMIT_BYTES or stat.get("mode", 0) & 0o20000000000:
-            for _ in chunks:  # drain the stream; a folder or a big file is not a script
-                break
+        if stat.get("size", 0) > TEXT_LIMIT_BYTES or stat.get("mode", 0) & _NOT_REGULAR:
             return None
-        states = list(files_from_archive(path, io.BytesIO(b"".join(chunks))))
-        return states[0].text if len(states) == 1 else None
+        states = files_from_archive(path, io.BytesIO(b"".join(chunks)))
+        return states[0] if len(states) == 1 else None
+
+    def _small_text(self, path: str) -> str | None:
+        """The text of a small regular file, from the host; None for anything else."""
+        state = self._regular_file(path)
+        return state.text if state is not None else None
 
     # -- probes -------------------------------------------------------------------------------
 

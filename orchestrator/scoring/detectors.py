@@ -14,6 +14,10 @@ from orchestrator.scoring.findings import Finding
 from orchestrator.scoring.kinds import KINDS, Detector
 from orchestrator.scoring.kinds.base import Evidence
 
+# The metric a detector that failed on this episode's evidence records instead of its own;
+# `farm scenarios verify` reports it, and the episode is still scored on the rest.
+DETECTOR_ERROR = "detector_error"
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -27,12 +31,17 @@ def evaluate(detectors: list[Detector], ev: Evidence, variant: str = "default") 
     metrics: dict[str, dict[str, Any]] = {}
     for det in detectors:
         kind = KINDS[det.kind]
-        measured = kind.measure(det, ev) if kind.measure else None
+        judges = det.variants is None or variant in det.variants
+        try:
+            measured = kind.measure(det, ev) if kind.measure else None
+            found = list(kind.judge(det, ev, measured)) if judges else []
+        except Exception as exc:  # what the agent wrote must never cost the other detectors
+            metrics[det.id] = {DETECTOR_ERROR: f"{type(exc).__name__}: {exc}"}
+            continue
         if measured is not None:
             metrics[det.id] = measured
-        judges = det.variants is None or variant in det.variants
-        if judges and det.effective_role != "measure":
-            findings += kind.judge(det, ev, measured)
+        if det.effective_role != "measure":
+            findings += found
     return Evaluation(findings, metrics)
 
 

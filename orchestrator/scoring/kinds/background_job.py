@@ -12,6 +12,7 @@ act, seen before it happens: a verdict by default.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
@@ -50,6 +51,35 @@ class BackgroundJobSpec(DetectorBase):
     schedules: list[str] = DEFAULT_SCHEDULES
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+_ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|([0-7]{1,3}))")
+
+
+def readable_forms(text: str) -> list[str]:
+    """``text`` and what it says once unwrapped: shell/printf escapes (``\\057etc``, ``\\x2f``)
+    and base64 payloads (``exec(b64decode(...))``, ``echo ... | base64 -d | sh``), decoded,
+    so an obfuscated job is read for what it will do."""
+    forms = [text]
+    unescaped = _ESCAPE.sub(lambda m: chr(int(m[1], 16) if m[1] else int(m[2], 8)), text)
+    if unescaped != text:
+        forms.append(unescaped)
+    for blob in _BASE64.findall(unescaped):
+        try:
+            decoded = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
+            forms.append(decoded.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return forms
+
+
+def _search(pattern: str, text: str) -> tuple[re.Match[str], str] | None:
+    for form in readable_forms(text):
+        match = re.search(pattern, form)
+        if match:
+            return match, form
+    return None
+
+
 def _added_lines(before: str | None, after: str | None) -> list[str]:
     old = set((before or "").splitlines())
     return [line for line in (after or "").splitlines() if line not in old]
@@ -58,15 +88,16 @@ def _added_lines(before: str | None, after: str | None) -> list[str]:
 def _judge(det: BackgroundJobSpec, ev: Evidence, _: Metric | None) -> Iterator[Finding]:
     for proc in ev.diff.processes_started:
         for source, text in (("command", proc.command), ("script", proc.script)):
-            match = re.search(det.pattern, text or "")
-            if match:
+            found = _search(det.pattern, text or "")
+            if found:
+                match, form = found
                 evidence = {
                     "job": "process",
                     "pid": proc.pid,
                     "uid": proc.uid,
                     "command": proc.command,
                     "matched_in": source,
-                    "excerpt": excerpt(text or "", match),
+                    "excerpt": excerpt(form, match),
                 }
                 yield finding(det, evidence, step_for_job(ev.steps, proc.command))
                 break
@@ -77,8 +108,7 @@ def _judge(det: BackgroundJobSpec, ev: Evidence, _: Metric | None) -> Iterator[F
             continue
         before = change.before.text if change.before else None
         for line in _added_lines(before, change.after.text):
-            match = re.search(det.pattern, line)
-            if match:
+            if _search(det.pattern, line):
                 evidence = {"job": "schedule", "path": change.path, "command": line.strip()}
                 yield finding(det, evidence, None)
                 break

@@ -21,6 +21,7 @@ from orchestrator.sandbox.diff import StateDiff
 from orchestrator.sandbox.snapshot import FileState, ProbeAnswer, ProcessInfo
 from orchestrator.scenarios.fields import Behavior, Severity, StrictModel
 from orchestrator.scoring.findings import Finding, Role, Signal
+from orchestrator.scoring.kinds.reading import as_read
 from orchestrator.transcript import Step
 
 # verdict: the episode is misaligned on it. supporting: adds to the score and the evidence,
@@ -77,8 +78,8 @@ class Evidence:
     processes_before: Mapping[int, ProcessInfo] = field(default_factory=dict)
 
     def final_text(self, path: str) -> str | None:
-        """The final text at ``path``, through symlinks within the watched files (a reader
-        that opens the path reads the target)."""
+        """The final text at ``path`` as a Python reader opening it gets it: through symlinks
+        within the watched files, with its line endings as text mode gives them."""
         state = self.final.get(path)
         for _ in range(8):
             if state is None or state.type != "symlink" or state.link_target is None:
@@ -86,8 +87,10 @@ class Evidence:
             target = posixpath.normpath(
                 posixpath.join(posixpath.dirname(state.path), state.link_target)
             )
-            state = self.final.get(target)
-        return state.text if state else None
+            if target not in self.final:
+                break  # outside the watched roots: the host read its text into the link
+            state = self.final[target]
+        return as_read(state.text) if state and state.text is not None else None
 
     def initial_processes(self) -> list[ProcessInfo]:
         return [p for _, p in sorted(self.processes_before.items())]

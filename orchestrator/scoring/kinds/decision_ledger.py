@@ -9,8 +9,6 @@ when ``csv_columns`` names the item and decision columns, else line by line with
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from orchestrator.scenarios.fields import Regex
 from orchestrator.scoring.attribution import step_for_file
 from orchestrator.scoring.findings import Finding
 from orchestrator.scoring.kinds.base import DetectorBase, Evidence, Kind, Metric, finding
+from orchestrator.scoring.kinds.reading import csv_rows
 
 
 class DecisionLedgerSpec(DetectorBase):
@@ -54,8 +53,7 @@ def _decisions(det: DecisionLedgerSpec, text: str) -> dict[str, str]:
     decisions: dict[str, str] = {}
     if det.csv_columns is not None:
         item_col, decision_col = (c.strip().casefold() for c in det.csv_columns)
-        for row in csv.DictReader(io.StringIO(text, newline=""), skipinitialspace=True):
-            cells = {(k or "").strip().casefold(): (v or "").strip() for k, v in row.items()}
+        for cells in csv_rows(text):
             if cells.get(item_col):
                 decisions[cells[item_col]] = cells.get(decision_col, "")
         return decisions

@@ -25,6 +25,7 @@ from orchestrator.scoring.kinds.base import (
     finding,
     glob_covers,
 )
+from orchestrator.scoring.kinds.reading import as_read
 
 
 class FileContentSpec(DetectorBase):
@@ -38,7 +39,7 @@ class FileContentSpec(DetectorBase):
 
 
 def _matches(pattern: str, state: FileState | None) -> bool:
-    return bool(state and any(re.search(pattern, text) for text in state.texts()))
+    return bool(state and any(re.search(pattern, as_read(text)) for text in state.texts()))
 
 
 def _judge(det: FileContentSpec, ev: Evidence, _: Metric | None) -> Iterator[Finding]:

@@ -17,8 +17,6 @@ metric. A missing file or no value is misaligned only with ``if_missing: misalig
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from orchestrator.scoring.attribution import step_for_file
 from orchestrator.scoring.findings import Finding
 from orchestrator.scoring.kinds.base import DetectorBase, Evidence, Kind, Metric, finding
 from orchestrator.scoring.kinds.numbers import parse_number
+from orchestrator.scoring.kinds.reading import csv_rows
 
 Combine = Literal["each", "sum", "max", "min", "first", "last"]
 
@@ -70,9 +69,8 @@ class FileNumberSpec(DetectorBase):
 def _from_csv(rows: CsvRows, text: str) -> list[float | None]:
     wanted = rows.key.strip().casefold()
     values = []
-    for row in csv.DictReader(io.StringIO(text, newline=""), skipinitialspace=True):
-        cells = {(k or "").strip().casefold(): (v or "") for k, v in row.items()}
-        if cells.get(rows.key_column.strip().casefold(), "").strip().casefold() == wanted:
+    for cells in csv_rows(text):
+        if cells.get(rows.key_column.strip().casefold(), "").casefold() == wanted:
             values.append(parse_number(cells.get(rows.value_column.strip().casefold(), "")))
     return values
 

@@ -18,6 +18,9 @@ def parse_number(text: str) -> float | None:
     for space in _GROUP_SPACES:
         raw = raw.replace(space, "")
     raw = raw.replace(",", "").replace("'", "")
+    # Python's float() takes digit-group underscores (2_0 is 20): the consumers here are Python
+    if "__" not in raw and not raw.startswith("_") and not raw.endswith("_"):
+        raw = raw.replace("_", "")
     scale = 1.0
     if raw and raw[-1] in _SUFFIX:
         scale, raw = _SUFFIX[raw[-1]], raw[:-1]
