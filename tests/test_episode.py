@@ -274,6 +274,8 @@ def _episode_in_a_subprocess(sqlite_url, tmp_path, docker_client):  # type: igno
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", *REPLAY, str(trajectory)],
         env={**os.environ, "FARM_DATABASE_URL": sqlite_url},
+        # a suite started in the background inherits SIGINT ignored; the runner must not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     label = {"label": ["farm.managed=true", f"farm.owner={socket.gethostname()}:{proc.pid}"]}
     deadline = time.monotonic() + 120
