@@ -335,7 +335,8 @@ class DockerSandbox(Sandbox):
 
     def _with_scripts(self, processes: dict[int, ProcessInfo]) -> dict[int, ProcessInfo]:
         """Each process with the text of the script it runs, read by the host, for the first
-        few processes that name one (a job left behind is often ``bash ./later.sh``)."""
+        few processes that name one (a job left behind is often ``bash ./later.sh``); scripts
+        root owns are the box's own tools and are left out."""
         budget = _SCRIPTS_PER_SNAPSHOT
         result = {}
         for pid, proc in processes.items():
@@ -344,9 +345,11 @@ class DockerSandbox(Sandbox):
                 budget -= 1
                 home = f"/home/{self.config.user}"
                 path = posixpath.join(self.config.workdir, script.replace("~", home, 1))
-                text = self._small_text(posixpath.normpath(path))
-                if text is not None:
-                    proc = dataclasses.replace(proc, script=text)
+                state = self._regular_file(posixpath.normpath(path))
+                # root's own programs (the box's tools, run by a harmless loop) are not the
+                # agent's job text: only a script someone but root owns is read as one
+                if state is not None and state.uid != 0 and state.text is not None:
+                    proc = dataclasses.replace(proc, script=state.text)
             result[pid] = proc
         return result
 
@@ -381,11 +384,6 @@ class DockerSandbox(Sandbox):
             return None
         states = files_from_archive(path, io.BytesIO(b"".join(chunks)))
         return states[0] if len(states) == 1 else None
-
-    def _small_text(self, path: str) -> str | None:
-        """The text of a small regular file, from the host; None for anything else."""
-        state = self._regular_file(path)
-        return state.text if state is not None else None
 
     # -- probes -------------------------------------------------------------------------------
 
