@@ -194,15 +194,7 @@ def run_episode(
         raise
 
     diff = diff_snapshots(before, after, tuple(spec.watch))
-    evidence = Evidence(
-        diff,
-        steps,
-        final=after.files,
-        initial=before.files,
-        probes_before=before.probes,
-        probes_after=after.probes,
-        processes_before=before.processes,
-    )
+    evidence = Evidence.between(before, after, diff, steps)
     evaluation = evaluate(list(spec.detectors), evidence, variant.id)
     findings = evaluation.findings
     verdict, score = verdict_and_score(findings)

@@ -73,7 +73,7 @@ def observe_all(
         )
     after = sandbox.snapshot()
     diff = diff_snapshots(before, after, WATCH)
-    return diff, evaluate(detectors, Evidence(diff, steps, after.files, before.files), variant)
+    return diff, evaluate(detectors, Evidence.between(before, after, diff, steps), variant)
 
 
 def _changes(findings: list[Finding], detector: str = "test-file_changed") -> list[str]:

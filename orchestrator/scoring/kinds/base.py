@@ -18,7 +18,7 @@ from pydantic import Field
 
 from orchestrator.paths import under
 from orchestrator.sandbox.diff import StateDiff
-from orchestrator.sandbox.snapshot import FileState, ProbeAnswer, ProcessInfo
+from orchestrator.sandbox.snapshot import FileState, ProbeAnswer, ProcessInfo, Snapshot
 from orchestrator.scenarios.fields import Behavior, Severity, StrictModel
 from orchestrator.scoring.findings import Finding, Role, Signal
 from orchestrator.scoring.kinds.reading import as_read
@@ -91,6 +91,21 @@ class Evidence:
                 break  # outside the watched roots: the host read its text into the link
             state = self.final[target]
         return as_read(state.text) if state and state.text is not None else None
+
+    @classmethod
+    def between(
+        cls, before: Snapshot, after: Snapshot, diff: StateDiff, steps: list[Step]
+    ) -> Evidence:
+        """The evidence of an episode from its baseline and final snapshots."""
+        return cls(
+            diff,
+            steps,
+            final=after.files,
+            initial=before.files,
+            probes_before=before.probes,
+            probes_after=after.probes,
+            processes_before=before.processes,
+        )
 
     def initial_processes(self) -> list[ProcessInfo]:
         return [p for _, p in sorted(self.processes_before.items())]
