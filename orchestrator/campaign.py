@@ -29,6 +29,9 @@ from orchestrator.scenarios.loader import Scenario, load_model
 from orchestrator.scenarios.spec import PersonaSpec
 
 MAX_EPISODES = 100_000
+# Entries a campaign's lists may have: far more than the catalogue holds, few enough that
+# checking a spec is cheap whatever it says (the episode cap is checked arithmetically).
+MAX_ENTRIES = 100
 
 
 class CampaignError(ValueError):
@@ -40,9 +43,25 @@ class CampaignError(ValueError):
 
 
 def _unique(values: list[str]) -> list[str]:
-    if len(set(values)) != len(values):
-        raise ValueError("lists each entry once")
+    """A list entry given twice would make identical episodes; refused, naming it."""
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise ValueError(f"lists each entry once; given more than once: {', '.join(twice)}")
     return values
+
+
+def _unique_variants(
+    variants: list[str] | dict[str, list[str]] | None,
+) -> list[str] | dict[str, list[str]] | None:
+    if isinstance(variants, dict):
+        for scenario, wanted in variants.items():
+            try:
+                _unique(wanted)
+            except ValueError as exc:
+                raise ValueError(f"for {scenario!r}: {exc}") from None
+    elif variants is not None:
+        _unique(variants)
+    return variants
 
 
 def _printable(value: str) -> str:
@@ -56,6 +75,7 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterVali
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=64), AfterValidator(_printable)
 ]
+Variants = Annotated[list[Identifier], Field(max_length=MAX_ENTRIES)]
 
 
 class CampaignSpec(BaseModel):
@@ -64,12 +84,16 @@ class CampaignSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name
-    scenarios: list[Identifier] = Field(min_length=1)
-    models: list[Name] = Field(min_length=1)
-    personas: list[Identifier] = Field(default=["none"], min_length=1)
+    scenarios: list[Identifier] = Field(min_length=1, max_length=MAX_ENTRIES)
+    models: list[Name] = Field(min_length=1, max_length=MAX_ENTRIES)
+    personas: list[Identifier] = Field(default=["none"], min_length=1, max_length=MAX_ENTRIES)
     # None: every variant of each scenario. A list: those variants, each in every scenario.
     # A mapping: per scenario; scenarios it does not name run every variant.
-    variants: list[Identifier] | dict[Identifier, list[Identifier]] | None = None
+    variants: (
+        Annotated[list[Identifier], Field(max_length=MAX_ENTRIES)]
+        | Annotated[dict[Identifier, Variants], Field(max_length=MAX_ENTRIES)]
+        | None
+    ) = None
     repeats: int = Field(default=1, ge=1, le=1000)
     generation: GenerationSettings = GenerationSettings()
     token_budget: int | None = Field(default=None, gt=0)
@@ -82,6 +106,7 @@ class CampaignSpec(BaseModel):
     cost_limit_usd: float | None = Field(default=None, gt=0)
 
     _lists_unique = field_validator("scenarios", "models", "personas")(_unique)
+    _variants_unique = field_validator("variants")(_unique_variants)
 
 
 @dataclass(frozen=True)
@@ -149,6 +174,15 @@ def plan_campaign(
     if problems:
         raise CampaignError(problems)
 
+    # Counted before the cross product is built, which is the memory a spec could ask for.
+    episodes = (
+        sum(len(variants[s.id]) for s in chosen)
+        * len(spec.models)
+        * len(spec.personas)
+        * spec.repeats
+    )
+    if episodes > MAX_EPISODES:
+        raise CampaignError([f"{episodes} episodes is more than {MAX_EPISODES}; split it"])
     cells = [
         (scenario.id, variant, model, persona)
         for scenario in chosen
@@ -156,10 +190,6 @@ def plan_campaign(
         for model in spec.models
         for persona in spec.personas
     ]
-    if len(cells) * spec.repeats > MAX_EPISODES:
-        raise CampaignError(
-            [f"{len(cells) * spec.repeats} episodes is more than {MAX_EPISODES}; split it"]
-        )
     return [
         PlannedEpisode(
             seq=repeat * len(cells) + i,

@@ -399,9 +399,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from orchestrator.api.app import create_app
+    from orchestrator.api.auth import token_problem
 
-    if settings.api_token is None or not settings.api_token.get_secret_value():
-        raise ServiceError("set FARM_API_TOKEN: every route but /health needs it as a bearer token")
+    token = "" if settings.api_token is None else settings.api_token.get_secret_value()
+    if problem := token_problem(token):
+        raise ServiceError(problem)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 

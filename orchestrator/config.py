@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # Every API route but /health needs `Authorization: Bearer <this>`; `farm serve` refuses
     # to start without it.
     api_token: SecretStr | None = None
+    # The largest request body the API reads (bytes); a larger one is a 413 before it is
+    # parsed. A campaign spec is a few hundred bytes; 1 MB leaves room and bounds the work.
+    api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
     @field_validator("prices", mode="after")
     @classmethod

@@ -5,10 +5,12 @@ engine and brings the schema current. Every route but ``/health`` sits behind th
 token (orchestrator/api/auth.py); the OpenAPI document and ``/docs`` stay open, since they
 hold no data and the docs page is where a token is entered.
 
-Errors a client can act on are 4xx with a reason, never a 500: FastAPI's own 422 for a
-malformed request, a 422 listing what exists for a spec naming what does not, 404 for an
-unknown id, 422 for a value the database cannot store (a NUL byte, an overlong model name),
-and 503 while the database does not answer.
+Errors a client can act on are 4xx with a reason, never a 500: a 422 for a malformed
+request (non-strict JSON included), a 422 listing what exists for a spec naming what does
+not, 404 for an unknown id, 413 for a body over FARM_API_MAX_BODY_BYTES, 422 for a value the
+database cannot store (a NUL byte, an overlong model name), and 503 while the database does
+not answer or is busy (orchestrator/api/errors.py). The token and the body's size are checked
+before the body is read (orchestrator/api/guard.py).
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter, Depends, FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from orchestrator.api import errors
 from orchestrator.api.auth import require_token
 from orchestrator.api.deps import Database, Farm
+from orchestrator.api.errors import DATABASE_DOWN, cause
+from orchestrator.api.guard import RequestGuard
 from orchestrator.api.routes import campaigns, catalogue, episodes, health
 from orchestrator.api.schemas import ErrorOut
 from orchestrator.config import Settings
@@ -36,7 +38,9 @@ from orchestrator.store.episodes import EpisodeStore
 
 log = logging.getLogger("farm.api")
 
-DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+# FastAPI's own pages, served without a token: they hold no data, and /docs is where a
+# token is entered.
+DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 
 DESCRIPTION = """\
 Submit factorial campaigns of sandboxed episodes, follow them, and read their misalignment
@@ -53,30 +57,6 @@ def _version() -> str:
         return "0"
 
 
-def _cause(exc: Exception) -> object:
-    """The driver's own message, shorter than SQLAlchemy's and without the SQL."""
-    return getattr(exc, "orig", None) or exc
-
-
-async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-    log.warning(
-        "%s %s: the database does not answer: %s", request.method, request.url.path, _cause(exc)
-    )
-    return JSONResponse(
-        {"detail": "the database does not answer; try again shortly"},
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": "5"},
-    )
-
-
-async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
-    reason = next(iter(str(_cause(exc)).strip().splitlines()), "no reason given")
-    return JSONResponse(
-        {"detail": f"a value given cannot be stored or searched for: {reason}"},
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-    )
-
-
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """The API over ``engine`` (default: one made from ``settings.database_url``, disposed of
     when the app shuts down). A database that does not answer yet is not fatal: ``/health``
@@ -87,7 +67,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     try:
         database.prepare()
     except DATABASE_DOWN as exc:
-        log.warning("the database does not answer yet (%s); /health says 503", _cause(exc))
+        log.warning("the database does not answer yet (%s); /health says 503", cause(exc))
     if settings.api_token is None or not settings.api_token.get_secret_value():
         log.warning("FARM_API_TOKEN is not set: every route but /health answers 401")
 
@@ -113,9 +93,15 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.farm = farm
-    app.add_exception_handler(DataError, _unstorable)
-    for error in DATABASE_DOWN:
-        app.add_exception_handler(error, _database_down)
+    errors.install(app)
+    app.add_middleware(
+        RequestGuard,
+        token=lambda: farm.settings.api_token,
+        max_body_bytes=settings.api_max_body_bytes,
+        open_paths={"/health", "/ui", *DOCS},
+        # the web UI (orchestrator/web/) answers for its own pages
+        open_prefixes=("/ui/",),
+    )
 
     app.include_router(health.router)
     # Everything mounted here needs the token; a route added to any of these modules gets it.
@@ -123,7 +109,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         dependencies=[Depends(require_token)],
         responses={
             401: {"model": ErrorOut, "description": "missing or wrong bearer token"},
-            503: {"model": ErrorOut, "description": "the database does not answer"},
+            413: {"model": ErrorOut, "description": "a body over FARM_API_MAX_BODY_BYTES"},
+            503: {"model": ErrorOut, "description": "the database does not answer, or is busy"},
         },
     )
     for module in (campaigns, episodes, catalogue):

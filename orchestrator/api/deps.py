@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -83,6 +83,22 @@ def get_episodes(farm: Annotated[Farm, Depends(get_farm)]) -> EpisodeStore:
     return farm.episodes
 
 
+@dataclass(frozen=True)
+class Page:
+    """``?limit=&offset=`` of every list route, so each is paged the same way."""
+
+    limit: int
+    offset: int
+
+
+def get_page(
+    limit: Annotated[int, Query(ge=1, le=500, description="at most this many")] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="skip this many")] = 0,
+) -> Page:
+    return Page(limit, offset)
+
+
 FarmDep = Annotated[Farm, Depends(get_farm)]
+PageDep = Annotated[Page, Depends(get_page)]
 CampaignsDep = Annotated[CampaignStore, Depends(get_campaigns)]
 EpisodesDep = Annotated[EpisodeStore, Depends(get_episodes)]

@@ -124,10 +124,13 @@ class CampaignStore:
             campaign = session.get(CampaignRecord, campaign_id)
             return None if campaign is None else _summary(session, [campaign])[0]
 
-    def list(self) -> list[CampaignSummary]:
+    def list(self, limit: int | None = None, offset: int = 0) -> list[CampaignSummary]:
+        """Newest first; ``limit`` and ``offset`` page them (the API always pages)."""
         with self._sessions() as session:
-            query = select(CampaignRecord).order_by(CampaignRecord.created_at.desc())
-            return _summary(session, list(session.scalars(query)))
+            query = select(CampaignRecord).order_by(
+                CampaignRecord.created_at.desc(), CampaignRecord.id
+            )
+            return _summary(session, list(session.scalars(query.limit(limit).offset(offset))))
 
     def cancel(self, campaign_id: str) -> CampaignSummary | None:
         with self._sessions.begin() as session:

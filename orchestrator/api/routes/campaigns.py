@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from orchestrator.api.deps import CampaignsDep, FarmDep
+from orchestrator.api.deps import CampaignsDep, FarmDep, PageDep
 from orchestrator.api.schemas import (
     CampaignOut,
     CampaignResults,
@@ -65,9 +65,10 @@ def submit_campaign(
 
 
 @router.get("")
-def list_campaigns(store: CampaignsDep) -> list[CampaignOut]:
-    """Every campaign, newest first, with its episodes counted by state."""
-    return [CampaignOut.of(s) for s in store.list()]
+def list_campaigns(store: CampaignsDep, page: PageDep) -> list[CampaignOut]:
+    """Campaigns newest first, with their episodes counted by state; page with
+    limit/offset, as ``GET /episodes``."""
+    return [CampaignOut.of(s) for s in store.list(page.limit, page.offset)]
 
 
 @router.get("/{campaign_id}", responses=NOT_FOUND)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from orchestrator.api.deps import EpisodesDep
+from orchestrator.api.deps import EpisodesDep, PageDep
 from orchestrator.api.schemas import EpisodeDetail, EpisodeStatus, EpisodeSummary, ErrorOut, Verdict
 
 router = APIRouter(prefix="/episodes", tags=["episodes"])
@@ -18,6 +18,7 @@ Text = Annotated[str | None, Query(max_length=200)]
 @router.get("")
 def search_episodes(
     store: EpisodesDep,
+    page: PageDep,
     campaign_id: Annotated[str | None, Query(max_length=64)] = None,
     scenario: Text = None,
     variant: Text = None,
@@ -25,13 +26,11 @@ def search_episodes(
     persona: Text = None,
     status: EpisodeStatus | None = None,
     verdict: Verdict | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[EpisodeSummary]:
     """Episodes newest first, each given filter an exact match; page with limit/offset."""
     rows = store.search(
-        limit,
-        offset,
+        page.limit,
+        page.offset,
         campaign_id=campaign_id,
         scenario=scenario,
         variant=variant,
