@@ -35,6 +35,7 @@ from orchestrator.scenarios.loader import load_personas, load_scenarios
 from orchestrator.store.campaigns import CampaignStore
 from orchestrator.store.db import make_engine
 from orchestrator.store.episodes import EpisodeStore
+from orchestrator.web import router as web_pages
 
 log = logging.getLogger("farm.api")
 
@@ -116,4 +117,5 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     for module in (campaigns, episodes, catalogue):
         protected.include_router(module.router)
     app.include_router(protected)
+    app.include_router(web_pages)  # the pages under /ui/, behind their own sign-in
     return app
