@@ -18,6 +18,7 @@ from rich.markup import escape
 from orchestrator import cli_service
 from orchestrator.agents.generation import GenerationSettings, ReasoningEffort
 from orchestrator.config import Settings, get_settings
+from orchestrator.errors import InfrastructureError, UserError
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep `farm --help` quick
     from orchestrator.episode import EpisodeResult
@@ -41,7 +42,7 @@ DEMO_SCENARIO = "shutdown-script"
 DEMO_MODELS = ("scripted/aligned", "scripted/misaligned")
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user-facing error: printed as one clear message, exit status 2."""
 
 
@@ -132,53 +133,45 @@ def _run_one(
     options: ModelOptions = ModelOptions(),
     variant: str | None = None,
 ) -> EpisodeResult:
-    from orchestrator.agents.registry import make_provider
-    from orchestrator.agents.scripted import ScriptedProvider
-    from orchestrator.episode import EpisodeRequest, run_episode
-    from orchestrator.images.builder import ImageBuilder
+    from orchestrator.cells import Cell, build_request
+    from orchestrator.episode import run_episode
     from orchestrator.render import step_line
-    from orchestrator.sandbox.docker_sandbox import DockerSandbox
+    from orchestrator.sandbox.provider import make_sandbox_provider
 
     scenario = _scenario(settings, scenario_id)
-    persona = _persona(settings, persona_id)
-    provider, replayed = make_provider(
-        model,
-        scenario,
-        trajectory,
-        base_url=options.base_url,
-        generation=options.generation,
-        settings=settings,
-    )
-    if ignored := provider.describe().get("ignored"):
-        _log(f"{model} cannot take {', '.join(ignored)}: not sent (recorded as ignored)")
-    if variant is None and isinstance(provider, ScriptedProvider):
-        variant = provider.trajectory.variant  # a replay runs in its trajectory's variant
-    variant_id = scenario.variant(variant).id
-    builder = ImageBuilder(settings)
-    image = builder.ensure(scenario.spec.image, _log)
-    request = EpisodeRequest(
-        scenario=scenario,
-        persona=persona,
-        model=model,
-        provider=provider,
-        image=image.tag,
-        trajectory=replayed,
-        variant=variant_id,
-        token_budget=options.token_budget or settings.token_budget,
-        context_elide_chars=options.context_elide_chars,  # None: FARM_CONTEXT_ELIDE_CHARS
-    )
-    if live:
-        where = escape(f"{scenario.id} [{variant_id}] · {model} · persona {persona.id}")
-        err.print(f"[bold]{where}[/bold]")
-    return run_episode(
-        request,
-        store=_store(settings),
-        settings=settings,
-        start_sandbox=lambda config: DockerSandbox.start(config, builder.client),
-        on_step=(lambda step: err.print(step_line(step), highlight=False, markup=False))
-        if live
-        else (lambda s: None),
-    )
+    personas = _personas(settings)
+    with make_sandbox_provider(settings) as sandboxes:
+        request = build_request(
+            Cell(
+                scenario=scenario_id,
+                persona=persona_id,
+                model=model,
+                variant=variant,
+                trajectory_file=trajectory,
+                base_url=options.base_url,
+                generation=options.generation,
+                token_budget=options.token_budget,
+                context_elide_chars=options.context_elide_chars,  # None: the setting
+            ),
+            scenarios={scenario.id: scenario},
+            personas=personas,
+            settings=settings,
+            image_tag=lambda name: sandboxes.ensure_image(name, _log).tag,
+        )
+        if ignored := request.provider.describe().get("ignored"):
+            _log(f"{model} cannot take {', '.join(ignored)}: not sent (recorded as ignored)")
+        if live:
+            where = escape(f"{scenario.id} [{request.variant}] · {model} · persona {persona_id}")
+            err.print(f"[bold]{where}[/bold]")
+        return run_episode(
+            request,
+            store=_store(settings),
+            settings=settings,
+            start_sandbox=sandboxes.start,
+            on_step=(lambda step: err.print(step_line(step), highlight=False, markup=False))
+            if live
+            else (lambda s: None),
+        )
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -247,22 +240,23 @@ def cmd_scenarios_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_scenarios_verify(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
 
-    from orchestrator.images.builder import ImageBuilder
     from orchestrator.render import verify_table
-    from orchestrator.sandbox.docker_sandbox import DockerSandbox
+    from orchestrator.sandbox.provider import make_sandbox_provider
     from orchestrator.verify import Verifier, scenario_checks
 
     chosen = _chosen(settings, args.ids)
-    builder = ImageBuilder(settings)
-    images = {s.spec.image: builder.ensure(s.spec.image, _log).tag for s in chosen}
-    with tempfile.TemporaryDirectory(prefix="farm-verify-") as scratch:
+    with (
+        make_sandbox_provider(settings) as sandboxes,
+        tempfile.TemporaryDirectory(prefix="farm-verify-") as scratch,
+    ):
+        images = {s.spec.image: sandboxes.ensure_image(s.spec.image, _log).tag for s in chosen}
         url = settings.database_url if args.keep else f"sqlite:///{scratch}/verify.db"
         verifier = Verifier(
             settings=settings,
             store=_store(settings, url),
             persona=_persona(settings, "none"),
             images=images,
-            start_sandbox=lambda config: DockerSandbox.start(config, builder.client),
+            start_sandbox=sandboxes.start,
         )
 
         def progress(check: Check) -> None:
@@ -325,19 +319,21 @@ def cmd_scenarios_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_images_build(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.images.builder import ImageBuilder
+    from orchestrator.sandbox.provider import make_sandbox_provider
 
     names = [s.spec.image for s in _chosen(settings, args.ids)]
-    builder = ImageBuilder(settings, verbose=args.verbose)
-    for ref in builder.build(names, lambda m: err.print(m, highlight=False), force=args.force):
-        out.print(ref.tag)
+    with make_sandbox_provider(settings) as sandboxes:
+        log = lambda m: err.print(m, highlight=False)  # noqa: E731
+        for ref in sandboxes.build_images(names, log, force=args.force, verbose=args.verbose):
+            out.print(ref.tag)
     return 0
 
 
 def cmd_sandbox_reap(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.sandbox.reap import reap
+    from orchestrator.sandbox.provider import make_sandbox_provider
 
-    removed = reap(everything=args.all)
+    with make_sandbox_provider(settings) as sandboxes:
+        removed = sandboxes.reap(everything=args.all)
     for name in removed:
         out.print(f"removed {name}")
     out.print(f"{len(removed)} container(s) removed")
@@ -528,26 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so every open sandbox is removed on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = _parser().parse_args(argv)
-    from docker.errors import DockerException
-
-    from orchestrator.agents.registry import UnknownModelError
-    from orchestrator.images.bootstrap import BootstrapError
-    from orchestrator.images.builder import ImageBuildError
-    from orchestrator.scenarios.loader import SpecError
-
     try:
         return args.func(args, get_settings())
-    except (
-        CliError,
-        cli_service.ServiceError,
-        SpecError,
-        UnknownModelError,
-        ImageBuildError,
-        BootstrapError,
-    ) as exc:
+    except (UserError, InfrastructureError) as exc:
         _fail(str(exc))
-    except DockerException as exc:
-        _fail(f"Docker: {exc}")
     except KeyboardInterrupt:
         _fail("interrupted")
 

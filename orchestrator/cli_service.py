@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.config import Settings
+from orchestrator.errors import UserError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 Add = Callable[..., argparse.ArgumentParser]
 
 
-class ServiceError(Exception):
+class ServiceError(UserError):
     """A user-facing error of these commands (exit 2), like cli.CliError."""
 
 

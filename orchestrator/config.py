@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     # Labels every container this process starts with farm.session=<value>, so that one run
     # (a test session, a CI job) can find exactly its own containers among others'.
     session: str | None = None
+    # The sandbox backend, by name (orchestrator/sandbox/backends/): docker, or memory for
+    # the fast test tier.
+    sandbox: str = "docker"
+    # Where changed paths come from: the container's writable layer read on the host when it
+    # can be (auto), insisting on it (layer), or the engine's diff (engine).
+    evidence: Literal["auto", "layer", "engine"] = "auto"
+    # Where this process sees the engine's data root, when not at the engine's own path (a
+    # worker in a container with it mounted read-only); None: at the engine's path.
+    engine_data_mount: str | None = None
+    # The engine runtime episodes run under (None: the engine's default, runc).
+    runtime: str | None = None
+    # Boxes per scenario image and variant a worker keeps started and baselined ahead of its
+    # claims (orchestrator/sandbox/pool.py); 0 turns the pool off.
+    warm_pool: int = Field(default=1, ge=0, le=16)
 
     # Model providers (orchestrator/agents/). API keys are deliberately not settings: they are
     # read from OPENAI_API_KEY / ANTHROPIC_API_KEY when a client is made, and nowhere else.

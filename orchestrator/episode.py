@@ -8,8 +8,10 @@ cost are recorded either way: a failed episode was still paid for.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from orchestrator.agents.accounting import episode_accounting
@@ -17,8 +19,15 @@ from orchestrator.agents.context import ContextPolicy
 from orchestrator.agents.loop import run_agent
 from orchestrator.agents.provider import Provider, ProviderError
 from orchestrator.config import Settings
-from orchestrator.sandbox.base import ProbeCommand, Sandbox, SandboxConfig, SandboxError
+from orchestrator.sandbox.base import (
+    ExecResult,
+    ProbeCommand,
+    Sandbox,
+    SandboxConfig,
+    SandboxError,
+)
 from orchestrator.sandbox.diff import StateDiff, diff_snapshots
+from orchestrator.sandbox.snapshot import Snapshot
 from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec
 from orchestrator.scoring.cms import comprehensive_misalignment_score, load_keywords
@@ -111,6 +120,39 @@ def sandbox_config(
     )
 
 
+def _in_background(work: Callable[[], Snapshot]) -> Future[Snapshot]:
+    future: Future[Snapshot] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # handed to whoever waits on it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="baseline", daemon=True).start()
+    return future
+
+
+class AfterBaseline(Sandbox):
+    """The box as the agent loop sees it: no command is relayed before the baseline is
+    complete, so nothing the agent does can be part of it."""
+
+    def __init__(self, box: Sandbox, baseline: Future[Snapshot]):
+        super().__init__()
+        self._box = box
+        self._taken = baseline
+
+    def exec(self, command: str, timeout: float) -> ExecResult:
+        self._taken.result()  # raises the baseline's SandboxError, if it failed
+        return self._box.exec(command, timeout)
+
+    def snapshot(self) -> Snapshot:
+        return self._box.snapshot()
+
+    def close(self) -> None:
+        """The episode closes the box itself."""
+
+
 def run_episode(
     request: EpisodeRequest,
     *,
@@ -169,12 +211,18 @@ def run_episode(
         config = sandbox_config(request, episode_id, settings, labels)
         with start_sandbox(config) as sandbox:
             store.mark_running(
-                episode_id, request.image, settings=request.recorded_settings(), lease=lease
+                episode_id,
+                request.image,
+                settings=request.recorded_settings(),
+                lease=lease,
+                provenance={**sandbox.provenance(), "spec_hash": request.scenario.spec_hash},
             )
-            before = sandbox.snapshot()
+            # the baseline is taken while the model thinks about its first turn; the first
+            # command waits for it (a warm box has it already)
+            baseline = _in_background(sandbox.baseline)
             loop = run_agent(
                 request.provider,
-                sandbox,
+                AfterBaseline(sandbox, baseline),
                 system_prompt=request.persona.system_prompt,
                 task=task,
                 max_turns=spec.max_turns,
@@ -184,6 +232,7 @@ def run_episode(
                 token_budget=request.token_budget,
                 context_policy=request.context_policy,
             )
+            before = baseline.result()
             after = sandbox.snapshot()
     except (EpisodeInterrupted, LeaseLost):
         raise  # not this attempt's to record

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from orchestrator.agents.scripted import ScriptedProvider
+from orchestrator.cells import Cell, build_request
 from orchestrator.config import Settings
-from orchestrator.episode import EpisodeRequest, EpisodeResult, StartSandbox, run_episode
+from orchestrator.episode import EpisodeResult, StartSandbox, run_episode
 from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec, TrajectorySpec
 from orchestrator.scoring.detectors import DETECTOR_ERROR
@@ -157,16 +157,14 @@ class Verifier:
 
     def check(self, scenario: Scenario, name: str) -> Check:
         trajectory = scenario.trajectory(name)
-        variant = scenario.variant(trajectory.variant).id
-        request = EpisodeRequest(
-            scenario=scenario,
-            persona=self.persona,
-            model=f"scripted/{name}",
-            provider=ScriptedProvider(trajectory, f"scripted/{name}"),
-            image=self.images[scenario.spec.image],
-            trajectory=name,
-            variant=variant,
+        request = build_request(
+            Cell(scenario=scenario.id, persona=self.persona.id, model=f"scripted/{name}"),
+            scenarios={scenario.id: scenario},
+            personas={self.persona.id: self.persona},
+            settings=self.settings,
+            image_tag=self.images.__getitem__,
         )
+        variant = str(request.variant)
         started = time.monotonic()
         result = run_episode(
             request, store=self.store, settings=self.settings, start_sandbox=self.start_sandbox

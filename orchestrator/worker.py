@@ -22,18 +22,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import docker
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator.agents.generation import GenerationSettings
-from orchestrator.agents.registry import UnknownModelError, make_provider
+from orchestrator.agents.registry import UnknownModelError
+from orchestrator.cells import Cell, build_request
 from orchestrator.config import Settings
 from orchestrator.episode import EpisodeInterrupted, EpisodeRequest, run_episode
 from orchestrator.images.bootstrap import BootstrapError
-from orchestrator.images.builder import ImageBuilder, ImageBuildError
-from orchestrator.sandbox.docker_sandbox import DockerSandbox
-from orchestrator.sandbox.reap import reap_abandoned, reap_episode
+from orchestrator.images.builder import ImageBuildError
+from orchestrator.sandbox.pool import WarmPool
+from orchestrator.sandbox.provider import SandboxProvider, make_sandbox_provider
 from orchestrator.scenarios.loader import Scenario, SpecError, load_personas, load_scenarios
 from orchestrator.store.episodes import EpisodeOutcome, EpisodeStore
 from orchestrator.store.lease import Lease, LeaseLost
@@ -98,7 +98,7 @@ class Worker:
         drain_seconds: float = 30.0,
         exit_when_idle: bool = False,
         campaign_id: str | None = None,
-        client: docker.DockerClient | None = None,
+        sandboxes: SandboxProvider | None = None,
         on_episode: OnEpisode | None = None,
     ):
         self.settings = settings
@@ -117,8 +117,10 @@ class Worker:
             campaign_id=campaign_id,  # work one campaign only; None: every one
         )
         self.store = EpisodeStore(engine)
-        self.client = client or docker.from_env()
-        self.builder = ImageBuilder(settings, self.client)
+        # the backend (FARM_SANDBOX) and the warm boxes this worker keeps for its claims
+        self.sandboxes = sandboxes or make_sandbox_provider(settings)
+        self._owns_sandboxes = sandboxes is None
+        self.pool = WarmPool(self.sandboxes.start, settings.warm_pool)
         self.scenarios: dict[str, Scenario] = load_scenarios(
             settings.environments_dir, settings.images_dir
         )
@@ -153,6 +155,9 @@ class Worker:
             slot.start()
         for slot in slots:
             slot.join()
+        self.pool.close()
+        if self._owns_sandboxes:
+            self.sandboxes.close()
         self._done.set()
         keeper.join()
         log.info(
@@ -201,7 +206,7 @@ class Worker:
             self._held[lease.episode_id] = lease
         try:
             if claimed.taken_over:
-                gone = reap_episode(self.client, lease.episode_id)
+                gone = self.sandboxes.reap_episode(lease.episode_id)
                 self._count(reaped=gone)
                 log.info("%s: taking over an expired lease; removed %s", short, gone or "nothing")
             started = time.monotonic()
@@ -221,7 +226,7 @@ class Worker:
                 request,
                 store=self.store,
                 settings=self.settings,
-                start_sandbox=lambda config: DockerSandbox.start(config, self.client),
+                start_sandbox=self.pool.start,
                 on_step=self._checkpoint(lease),
                 lease=lease,
                 labels={
@@ -265,39 +270,31 @@ class Worker:
             self._cancelled.discard(lease)
 
     def _request(self, claimed: ClaimedEpisode) -> EpisodeRequest:
-        scenario = self.scenarios.get(claimed.scenario)
-        if scenario is None:
-            raise SpecError(f"scenario {claimed.scenario!r} is not in this worker's catalogue")
-        persona = self.personas.get(claimed.persona)
-        if persona is None:
-            raise SpecError(f"persona {claimed.persona!r} is not in this worker's catalogue")
         spec = claimed.campaign_spec
-        provider, replayed = make_provider(
-            claimed.model,
-            scenario,
-            generation=GenerationSettings(**spec.get("generation") or {}),
-            settings=self.settings,
-        )
-        return EpisodeRequest(
-            scenario=scenario,
-            persona=persona,
+        cell = Cell(
+            scenario=claimed.scenario,
+            persona=claimed.persona,
             model=claimed.model,
-            provider=provider,
-            image=self._image(scenario),
-            trajectory=replayed,
             variant=claimed.variant,
             campaign_id=claimed.campaign_id,
             repeat=claimed.repeat,
-            token_budget=spec.get("token_budget") or self.settings.token_budget,
+            generation=GenerationSettings(**spec.get("generation") or {}),
+            token_budget=spec.get("token_budget"),
             context_elide_chars=spec.get("context_elide_chars"),  # None: the setting
         )
+        return build_request(
+            cell,
+            scenarios=self.scenarios,
+            personas=self.personas,
+            settings=self.settings,
+            image_tag=self._image,
+        )
 
-    def _image(self, scenario: Scenario) -> str:
-        """The scenario's image tag, built once per worker if it is missing."""
-        name = scenario.spec.image
+    def _image(self, name: str) -> str:
+        """The image's tag, built once per worker if it is missing."""
         with self._image_lock:
             if name not in self._images:
-                self._images[name] = self.builder.ensure(name, log.info).tag
+                self._images[name] = self.sandboxes.ensure_image(name, log.info).tag
             return self._images[name]
 
     def _unrunnable(self, lease: Lease, exc: Exception) -> EpisodeOutcome:
@@ -380,7 +377,8 @@ class Worker:
 
     def _sweep(self) -> None:
         """Remove this engine's containers of attempts no lease holds any more."""
-        gone = reap_abandoned(self.client, self.queue.abandoned)
+        gone = self.sandboxes.reap_abandoned(self.queue.abandoned)
+        gone += self.sandboxes.reap()  # boxes (warm ones too) of runners here that died
         if gone:
             self._count(reaped=gone)
             log.info("removed containers of abandoned attempts: %s", ", ".join(gone))

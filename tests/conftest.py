@@ -19,6 +19,7 @@ import pytest
 from orchestrator.config import Settings
 from orchestrator.images.builder import ImageBuilder
 from orchestrator.sandbox.base import MANAGED_LABEL, SandboxConfig
+from orchestrator.sandbox.backends.docker import DockerProvider
 from orchestrator.sandbox.docker_sandbox import DockerSandbox
 from orchestrator.scenarios.loader import Scenario, load_personas, load_scenarios
 from orchestrator.store.db import scratch_database
@@ -69,11 +70,19 @@ def images(settings: Settings, docker_client, scenarios) -> dict[str, str]:  # t
     return {ref.name: ref.tag for ref in builder.build(names, lambda message: None)}
 
 
+@pytest.fixture
+def sandboxes(settings: Settings, docker_client) -> Iterator[DockerProvider]:  # type: ignore[no-untyped-def]
+    """The Docker backend; closing it at the end waits for every removal it started."""
+    provider = DockerProvider(settings, docker_client)
+    yield provider
+    provider.close()
+
+
 StartSandbox = Callable[..., DockerSandbox]
 
 
 @pytest.fixture
-def start_sandbox(images, scenarios, docker_client) -> Iterator[StartSandbox]:  # type: ignore[no-untyped-def]
+def start_sandbox(images, scenarios, sandboxes) -> Iterator[StartSandbox]:  # type: ignore[no-untyped-def]
     """Start sandboxes of a scenario's image (or the base); every one is closed afterwards."""
     started: list[DockerSandbox] = []
 
@@ -92,7 +101,7 @@ def start_sandbox(images, scenarios, docker_client) -> Iterator[StartSandbox]:  
             "extra_labels": {"farm.session": SESSION},
             **overrides,
         }
-        sandbox = DockerSandbox.start(SandboxConfig(**fields), docker_client)
+        sandbox = sandboxes.start(SandboxConfig(**fields))
         started.append(sandbox)
         return sandbox
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.config import Settings
-from orchestrator.sandbox.docker_sandbox import DockerSandbox
 from orchestrator.scenarios.loader import load_scenarios
 from orchestrator.store.episodes import EpisodeStore
 from orchestrator.verify import Verifier, scenario_checks
@@ -20,14 +19,14 @@ SCENARIO_IDS = sorted(load_scenarios(Settings().environments_dir))
 
 @pytest.mark.parametrize("scenario_id", SCENARIO_IDS)
 def test_every_trajectory_verifies(
-    scenario_id, scenarios, personas, images, settings, docker_client, sqlite_url
+    scenario_id, scenarios, personas, images, settings, sandboxes, sqlite_url
 ) -> None:
     verifier = Verifier(
         settings=settings,
         store=EpisodeStore.open(sqlite_url, settings.migrations_dir),
         persona=personas["none"],
         images=images,
-        start_sandbox=lambda config: DockerSandbox.start(config, docker_client),
+        start_sandbox=sandboxes.start,
     )
     checks = verifier.run([scenarios[scenario_id]], jobs=3)
     assert checks, f"{scenario_id} has no trajectories"

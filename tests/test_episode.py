@@ -19,7 +19,6 @@ from orchestrator.agents.registry import make_provider
 from orchestrator.agents.scripted import ScriptedProvider
 from orchestrator.config import Settings
 from orchestrator.episode import EpisodeRequest, EpisodeResult, run_episode
-from orchestrator.sandbox.docker_sandbox import DockerSandbox
 from orchestrator.scenarios.spec import TrajectorySpec
 from orchestrator.store.episodes import EpisodeStore
 from tests.conftest import SESSION_LABEL, SHUTDOWN, run_farm
@@ -29,7 +28,7 @@ REPLAY = ("run", "--scenario", SHUTDOWN, "--model", "scripted", "--trajectory")
 
 
 def _run(
-    settings, store, scenarios, personas, images, docker_client, provider: Provider, model: str
+    settings, store, scenarios, personas, images, sandboxes, provider: Provider, model: str
 ) -> EpisodeResult:  # type: ignore[no-untyped-def]
     scenario = scenarios[SHUTDOWN]
     request = EpisodeRequest(
@@ -43,17 +42,18 @@ def _run(
         request,
         store=store,
         settings=settings,
-        start_sandbox=lambda config: DockerSandbox.start(config, docker_client),
+        start_sandbox=sandboxes.start,
     )
 
 
 @pytest.fixture
-def episode(settings, scenarios, personas, images, docker_client, database_url):  # type: ignore[no-untyped-def]
+def episode(settings, scenarios, personas, images, sandboxes, database_url):  # type: ignore[no-untyped-def]
     store = EpisodeStore.open(database_url, settings.migrations_dir)
 
     def run(model: str, provider: Provider | None = None) -> tuple[EpisodeResult, EpisodeStore]:
         provider = provider or make_provider(model, scenarios[SHUTDOWN])[0]
-        result = _run(settings, store, scenarios, personas, images, docker_client, provider, model)
+        result = _run(settings, store, scenarios, personas, images, sandboxes, provider, model)
+        sandboxes.close()  # waits for the removal, which is off the episode's critical path
         return result, store
 
     yield run

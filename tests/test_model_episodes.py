@@ -17,7 +17,6 @@ from sqlalchemy import MetaData, select
 
 from orchestrator.agents.registry import make_provider
 from orchestrator.episode import EpisodeRequest, EpisodeResult, run_episode
-from orchestrator.sandbox.docker_sandbox import DockerSandbox
 from orchestrator.store.episodes import EpisodeStore
 from tests.conftest import KEY, SHUTDOWN, fast_settings, run_farm
 from tests.fake_llm import (
@@ -176,7 +175,7 @@ def test_cli_runs_a_model_that_emits_a_reference_trajectory(
 
 
 @pytest.fixture
-def model_episode(settings, scenarios, personas, images, docker_client, sqlite_url):  # type: ignore[no-untyped-def]
+def model_episode(settings, scenarios, personas, images, sandboxes, sqlite_url):  # type: ignore[no-untyped-def]
     """Runs one episode in-process with a real provider against ``fake``."""
     store = EpisodeStore.open(sqlite_url, settings.migrations_dir)
 
@@ -198,7 +197,7 @@ def model_episode(settings, scenarios, personas, images, docker_client, sqlite_u
             request,
             store=store,
             settings=farm,
-            start_sandbox=lambda config: DockerSandbox.start(config, docker_client),
+            start_sandbox=sandboxes.start,
         )
 
     yield run

@@ -99,7 +99,7 @@ def test_fork_bomb_is_contained_and_cleared(start_sandbox) -> None:
     assert [p for p in _processes(sandbox) if "maintenance-scheduler" in p] == scheduler
 
 
-def test_silent_detached_fork_bomb_is_contained(start_sandbox, docker_client) -> None:
+def test_silent_detached_fork_bomb_is_contained(start_sandbox, sandboxes, docker_client) -> None:
     """A bomb that hides its errors keeps the box busy, but within its limits: commands
     still return, host-side evidence still works, and close removes it all."""
     sandbox = start_sandbox()
@@ -109,6 +109,7 @@ def test_silent_detached_fork_bomb_is_contained(start_sandbox, docker_client) ->
     assert any("maintenance-scheduler" in p for p in _processes(sandbox))
     container_id = sandbox.container_id
     sandbox.close()
+    sandboxes.close()  # the removal runs off the critical path; closing waits for it
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(container_id)
 
@@ -123,12 +124,13 @@ def test_memory_hog_is_contained(start_sandbox) -> None:
 
 
 def test_close_removes_the_container_even_when_the_body_raises(
-    start_sandbox, docker_client
+    start_sandbox, sandboxes, docker_client
 ) -> None:
     sandbox = start_sandbox()
     container_id = sandbox.container_id
     with pytest.raises(RuntimeError), sandbox:
         raise RuntimeError("boom")
+    sandboxes.close()
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(container_id)
     sandbox.close()  # idempotent

@@ -23,6 +23,7 @@ from orchestrator.agents.remote import DEFAULT_BASE_URLS, Api, Connection, Remot
 from orchestrator.agents.retry import RetryPolicy
 from orchestrator.agents.scripted import ScriptedProvider
 from orchestrator.config import Settings, get_settings
+from orchestrator.errors import UserError
 from orchestrator.scenarios.loader import Scenario, SpecError, load_trajectory
 
 KEY_VARIABLES: dict[Api, str] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -39,7 +40,7 @@ def _provider_class(api: Api) -> type[RemoteProvider]:
     return AnthropicProvider
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError, ValueError):
     """The model string cannot be run as given: unknown, missing its key, or settings that
     contradict each other. A usage error (exit 2), never an episode."""
 

@@ -18,10 +18,12 @@ import docker
 import docker.errors
 from docker.utils import parse_repository_tag
 
+from orchestrator.errors import InfrastructureError
+
 Log = Callable[[str], None]
 
 
-class BootstrapError(RuntimeError):
+class BootstrapError(InfrastructureError):
     pass
 
 

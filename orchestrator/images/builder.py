@@ -18,13 +18,14 @@ import docker
 import docker.errors
 
 from orchestrator.config import Settings
+from orchestrator.errors import InfrastructureError
 from orchestrator.images.bootstrap import ensure_debian_base
 
 Log = Callable[[str], None]
 BASE = "base"
 
 
-class ImageBuildError(RuntimeError):
+class ImageBuildError(InfrastructureError):
     pass
 
 

@@ -6,17 +6,21 @@ Docker, so another backend (Kubernetes, a VM) can be added without touching the 
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from orchestrator.errors import InfrastructureError
 from orchestrator.sandbox.snapshot import Snapshot
+from orchestrator.states import EvidenceSource
 
 MANAGED_LABEL = "farm.managed"
 
 
-class SandboxError(RuntimeError):
+class SandboxError(InfrastructureError):
     """The sandbox itself failed (container died, engine unreachable): an infrastructure error.
 
     An episode that ends in one is never scored as aligned or misaligned.
@@ -62,6 +66,11 @@ class SandboxConfig:
     pristine: tuple[str, ...] = ()
     probes: tuple[ProbeCommand, ...] = ()
 
+    def warm_key(self) -> str:
+        """What makes two boxes interchangeable before their episode is known: everything
+        but the episode's identity and labels (a warm pool keys its boxes by it)."""
+        return repr(dataclasses.replace(self, episode_id="", extra_labels={}))
+
     def labels(self) -> dict[str, str]:
         return {
             MANAGED_LABEL: "true",
@@ -94,6 +103,27 @@ class ExecResult:
 
 class Sandbox(ABC):
     """One isolated machine for one episode; removed by ``close`` on every path."""
+
+    # Where this box's record of changed paths comes from, and what its provenance is.
+    evidence_source: EvidenceSource = EvidenceSource.ENGINE
+
+    def __init__(self) -> None:
+        self._baseline: Snapshot | None = None
+        self._baseline_lock = threading.Lock()
+
+    def baseline(self) -> Snapshot:
+        """The snapshot before the agent's first command, taken once: a warm pool takes it
+        ahead of the claim, an episode otherwise takes it while the model thinks.
+
+        Raises SandboxError."""
+        with self._baseline_lock:
+            if self._baseline is None:
+                self._baseline = self.snapshot()
+            return self._baseline
+
+    def provenance(self) -> dict[str, str | None]:
+        """What ran the episode: the image's id, the runtime, the evidence source."""
+        return {"image_id": None, "runtime": None, "evidence_source": self.evidence_source}
 
     @abstractmethod
     def exec(self, command: str, timeout: float) -> ExecResult:

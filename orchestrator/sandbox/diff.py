@@ -22,10 +22,12 @@ class FileChange:
 
 @dataclass(frozen=True)
 class PathChange:
-    """A change the layer diff saw outside the watched roots (no content, just the path)."""
+    """A change of the writable layer outside the watched roots, with the path's state at
+    the end when the snapshot recorded it (files and symlinks, up to LAYER_FILES_LIMIT)."""
 
     path: str
     kind: Literal["added", "modified", "deleted"]
+    after: FileState | None = None
 
 
 Neutralised = Literal["stopped", "reniced", "defunct"]
@@ -87,17 +89,26 @@ def _file_changes(before: FileState | None, after: FileState | None) -> list[Cha
 
 
 def _layer_changes(
-    before: dict[str, str], after: dict[str, str], watched: tuple[str, ...]
+    before_snap: Snapshot, after_snap: Snapshot, watched: tuple[str, ...]
 ) -> list[PathChange]:
-    """What the engine's layer diff says changed between the snapshots, outside the watched roots.
+    """What changed in the writable layer between the snapshots, outside the watched roots.
 
-    Both diffs are against the image, so a path only in ``before`` was either created at start
-    and since deleted, or put back as the image had it. A directory is left out when something
-    under it is listed: that its entries changed is already said.
+    Both records are against the image, so a path only in ``before`` was either created at
+    start and since deleted, or put back as the image had it; a path changed in both is
+    changed again when its recorded state differs (a log the box wrote at start, rewritten).
+    A directory is left out when something under it is listed: that its entries changed is
+    already said.
     """
-    changes: dict[str, str] = {
-        path: kind for path, kind in after.items() if before.get(path) != kind
-    }
+    before, after = before_snap.fs_changes, after_snap.fs_changes
+    old_states, new_states = before_snap.layer_files, after_snap.layer_files
+
+    def changed(path: str, kind: str) -> bool:
+        if before.get(path) != kind:
+            return True
+        old, new = old_states.get(path), new_states.get(path)
+        return old is not None and new is not None and bool(_file_changes(old, new))
+
+    changes: dict[str, str] = {path: kind for path, kind in after.items() if changed(path, kind)}
     for path, kind in before.items():
         if path not in after:
             changes[path] = "deleted" if kind == "added" else "modified"
@@ -105,7 +116,7 @@ def _layer_changes(
     parents = {posixpath.dirname(p) for p in changes}
     parents |= {a for p in parents for a in _ancestors(p)}
     return [
-        PathChange(path, changes[path])  # type: ignore[arg-type]
+        PathChange(path, changes[path], new_states.get(path))  # type: ignore[arg-type]
         for path in listed
         if not (changes[path] == "modified" and path in parents)
     ]
@@ -145,7 +156,7 @@ def diff_snapshots(before: Snapshot, after: Snapshot, watched: tuple[str, ...]) 
         for path in sorted(before.files.keys() | after.files.keys())
         for kind in _file_changes(before.files.get(path), after.files.get(path))
     ]
-    paths = _layer_changes(before.fs_changes, after.fs_changes, watched)
+    paths = _layer_changes(before, after, watched)
     started = [p for pid, p in sorted(after.processes.items()) if pid not in before.processes]
     gone = [p for pid, p in sorted(before.processes.items()) if pid not in after.processes]
     return StateDiff(

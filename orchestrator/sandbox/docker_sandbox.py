@@ -17,6 +17,8 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -30,19 +32,25 @@ from orchestrator.sandbox.base import (
     SandboxConfig,
     SandboxError,
 )
+from orchestrator.sandbox.layer import LayerUnreadable, read_layer
 from orchestrator.sandbox.output import CappedBuffer
 from orchestrator.sandbox.reap import remove_container
 from orchestrator.sandbox.snapshot import (
+    HASH_LIMIT_BYTES,
+    LAYER_FILES_LIMIT,
     TEXT_LIMIT_BYTES,
     FileState,
     ProbeAnswer,
     ProcessInfo,
     Snapshot,
+    file_state,
     files_from_archive,
     parse_layer_diff,
     parse_top,
     script_of,
+    unhashed,
 )
+from orchestrator.states import EvidenceSource
 
 # timeout(1) exits 124 when it had to stop the command (137 if it then needed SIGKILL).
 _TIMEOUT_CODES = (124, 137)
@@ -127,25 +135,48 @@ def owner_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass
+class DockerEngine:
+    """What every box of one provider shares: the client, how the host may read a box's
+    writable layer, and the removals under way (off the episode's critical path)."""
+
+    client: docker.DockerClient
+    evidence: str = "auto"  # auto | layer | engine
+    runtime: str | None = None  # None: the engine's default
+    # Where this process sees the engine's data root, when not at the path the engine
+    # reports (a worker in a container given a read-only mount of it): (engine's, ours).
+    data_root: tuple[str, str] | None = None
+    remover: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="remove")
+    )
+
+    def local(self, path: str) -> str:
+        if self.data_root and path.startswith(self.data_root[0]):
+            return self.data_root[1] + path[len(self.data_root[0]) :]
+        return path
+
+
 class DockerSandbox(Sandbox):
-    def __init__(self, client: docker.DockerClient, container: Container, config: SandboxConfig):
-        self._client = client
+    def __init__(self, engine: DockerEngine, container: Container, config: SandboxConfig):
+        super().__init__()
+        self._engine = engine
+        self._client = engine.client
         self._container = container
         self.config = config
         self._closed = False
         self._markers: list[str] = []  # one per exec, oldest first
         self._pristine_dir: str | None = None
+        self._layer: tuple[str, list[str]] | None = None  # (upper, lowers) on this host
+        self.image_id: str | None = None
 
     @property
     def container_id(self) -> str:
         return self._container.id
 
     @classmethod
-    def start(
-        cls, config: SandboxConfig, client: docker.DockerClient | None = None
-    ) -> DockerSandbox:
+    def start(cls, config: SandboxConfig, engine: DockerEngine) -> DockerSandbox:
         """Create and start the container; if anything fails on the way, nothing is left."""
-        client = client or docker.from_env()
+        client = engine.client
         labels = {"farm.owner": owner_label(), **config.labels()}
         try:
             container = client.containers.create(
@@ -163,6 +194,7 @@ class DockerSandbox(Sandbox):
                 nano_cpus=int(config.cpus * 1e9),
                 pids_limit=config.pids_limit,
                 init=True,
+                runtime=engine.runtime,
             )
         except docker.errors.ImageNotFound as exc:
             raise SandboxError(
@@ -170,12 +202,13 @@ class DockerSandbox(Sandbox):
             ) from exc
         except docker.errors.DockerException as exc:
             raise SandboxError(f"could not create the sandbox: {exc}") from exc
-        sandbox = cls(client, container, config)
+        sandbox = cls(engine, container, config)
         try:
             if config.overlay:
                 overlay = overlay_archive(config.overlay, config.overlay_owner, config.overlay_mode)
                 container.put_archive("/", overlay)
             container.start()
+            sandbox._choose_evidence()
             if config.ready_file:
                 sandbox._wait_for(config.ready_file)
             if config.pristine:
@@ -187,16 +220,42 @@ class DockerSandbox(Sandbox):
             raise
         return sandbox
 
+    def _choose_evidence(self) -> None:
+        """Read changes from the writable layer when this host can (same host, root, or the
+        engine's data root mounted here), else from the engine's diff; ``layer`` insists."""
+        attrs = self._container.attrs  # create() inspected it; start() does not change this
+        self.image_id = attrs.get("Image")
+        data = (attrs.get("GraphDriver") or {}).get("Data") or {}
+        if self._engine.evidence == "engine" or not data.get("UpperDir"):
+            if self._engine.evidence == "layer":
+                raise SandboxError("FARM_EVIDENCE=layer, but the engine reports no upper dir")
+            return
+        upper = self._engine.local(data["UpperDir"])
+        lowers = [self._engine.local(p) for p in (data.get("LowerDir") or "").split(":") if p]
+        if os.access(upper, os.R_OK | os.X_OK) and all(os.access(p, os.X_OK) for p in lowers):
+            self._layer = (upper, lowers)
+            self.evidence_source = EvidenceSource.LAYER
+        elif self._engine.evidence == "layer":
+            raise SandboxError(f"FARM_EVIDENCE=layer, but {upper} cannot be read from here")
+
+    def provenance(self) -> dict[str, str | None]:
+        return {
+            "image_id": self.image_id,
+            "runtime": self._container.attrs.get("HostConfig", {}).get("Runtime")
+            or self._engine.runtime
+            or "runc",
+            "evidence_source": self.evidence_source,
+        }
+
     def _wait_for(self, path: str) -> None:
-        deadline = time.monotonic() + _READY_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                self._container.get_archive(path)
-                return
-            except docker.errors.NotFound:
-                self._ensure_running()
-                time.sleep(0.05)
-        raise SandboxError(f"the scenario did not create its ready file {path} in time")
+        """One blocking exec as root that returns once the scenario created ``path`` (a
+        bounded wait loop inside the box), instead of asking the engine every few ms."""
+        wait = 'until [ -e "$0" ]; do sleep 0.02; done'
+        argv = ["timeout", f"{_READY_WAIT_SECONDS:g}", "sh", "-c", wait, path]
+        code, _ = self._container.exec_run(argv, user="root")
+        if code != 0:
+            self._ensure_running()
+            raise SandboxError(f"the scenario did not create its ready file {path} in time")
 
     def _ensure_running(self) -> None:
         try:
@@ -326,12 +385,65 @@ class DockerSandbox(Sandbox):
                     files[state.path] = state
             files = self._through_links(files)
             processes = self._with_scripts(parse_top(self._container.top(ps_args=_PS_ARGS)))
-            fs_changes = parse_layer_diff(self._container.diff())
+            fs_changes, layer_files = self._changes()
             # last: a probe's own processes and reads must not be part of what was seen
             probes = {probe.id: self._probe(probe) for probe in self.config.probes}
         except docker.errors.DockerException as exc:
             raise SandboxError(f"could not snapshot the sandbox: {exc}") from exc
-        return Snapshot(files=files, processes=processes, fs_changes=fs_changes, probes=probes)
+        return Snapshot(
+            files=files,
+            processes=processes,
+            fs_changes=fs_changes,
+            probes=probes,
+            layer_files=layer_files,
+        )
+
+    def _changes(self) -> tuple[dict[str, str], dict[str, FileState]]:
+        """Every changed path against the image, and the state of the first changed files:
+        from the writable layer when this host can read it, else from the engine."""
+        if self._layer is not None:
+            try:
+                read = read_layer(*self._layer)
+                return read.changes, read.files
+            except LayerUnreadable as exc:
+                self._ensure_running()
+                raise SandboxError(str(exc)) from exc
+        changes = parse_layer_diff(self._container.diff())
+        files: dict[str, FileState] = {}
+        for path in sorted(p for p, kind in changes.items() if kind != "deleted"):
+            if len(files) >= LAYER_FILES_LIMIT:
+                break
+            state = self._changed_file(path)
+            if state is not None:
+                files[path] = state
+        return changes, files
+
+    def _changed_file(self, path: str) -> FileState | None:
+        """A changed path's state as the engine's archive of it gives it (None for a
+        folder); a file past HASH_LIMIT_BYTES by its header only."""
+        try:
+            stream, stat = self._client.api.get_archive(self._container.id, path)
+        except docker.errors.NotFound:
+            return None
+        if stat.get("mode", 0) & (1 << 31):
+            stream.close()
+            return None
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            big = stat.get("size", 0) > HASH_LIMIT_BYTES
+            for chunk in stream:
+                spool.write(chunk)
+                if big and spool.tell() >= tarfile.BLOCKSIZE:
+                    break
+            stream.close()
+            spool.seek(0)
+            with tarfile.open(fileobj=spool, mode="r|") as archive:  # type: ignore[call-overload]
+                info = archive.next()
+                if info is None:
+                    return None
+                if big and info.isfile():
+                    return unhashed(path, info)
+                data = archive.extractfile(info) if info.isfile() else None
+                return file_state(path, info, data)
 
     def _with_scripts(self, processes: dict[int, ProcessInfo]) -> dict[int, ProcessInfo]:
         """Each process with the text of the script it runs, read by the host, for the first
@@ -453,4 +565,10 @@ class DockerSandbox(Sandbox):
         if self._closed:
             return
         self._closed = True
-        remove_container(self._client, self._container.id)
+        # the removal is not on the episode's critical path, but it always happens: the
+        # remover's threads are joined at exit, and a killed process leaves a box whose owner
+        # is dead, which any reap removes
+        try:
+            self._engine.remover.submit(remove_container, self._client, self._container.id)
+        except RuntimeError:  # the remover is shut down (interpreter exit): remove it here
+            remove_container(self._client, self._container.id)

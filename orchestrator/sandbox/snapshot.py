@@ -22,6 +22,12 @@ from orchestrator.sandbox.archives import (
 )
 
 TEXT_LIMIT_BYTES = 64 * 1024
+# A changed file outside the watched roots bigger than this is recorded by size, not hashed:
+# an agent that writes gigabytes must not make every snapshot read them.
+HASH_LIMIT_BYTES = 64 * 1024 * 1024
+# Changed paths outside the watched roots whose state (type, mode, owner, hash, text) a
+# snapshot records, first by path order; the rest keep their path and kind.
+LAYER_FILES_LIMIT = 256
 
 FileType = Literal["file", "dir", "symlink", "other"]
 
@@ -107,11 +113,28 @@ class ProbeAnswer:
 class Snapshot:
     files: dict[str, FileState]  # every path under the watched roots
     processes: dict[int, ProcessInfo]
-    fs_changes: dict[str, str]  # the engine's layer diff: path -> added / modified / deleted
+    # Every changed path of the writable layer against the image: added / modified / deleted.
+    fs_changes: dict[str, str]
     probes: dict[str, ProbeAnswer] = field(default_factory=dict)  # by detector id
+    # The state of the first LAYER_FILES_LIMIT changed files and symlinks among fs_changes.
+    layer_files: dict[str, FileState] = field(default_factory=dict)
 
 
-def _file_state(path: str, info: tarfile.TarInfo, data: IO[bytes] | None) -> FileState:
+def unhashed(path: str, info: tarfile.TarInfo) -> FileState:
+    """A regular file too big to hash: its size, mode and owner only."""
+    return FileState(
+        path=path,
+        type="file",
+        size=info.size,
+        mode=info.mode & 0o7777,
+        uid=info.uid,
+        gid=info.gid,
+        mtime=int(info.mtime),
+    )
+
+
+def file_state(path: str, info: tarfile.TarInfo, data: IO[bytes] | None) -> FileState:
+    """One path's state from its tar header and data, whichever way it was read."""
     mode = info.mode & 0o7777  # permission bits; the engine also sets file-type bits
     common = {
         "path": path,
@@ -171,7 +194,7 @@ def files_from_archive(root: str, archive: IO[bytes]) -> list[FileState]:
                 links.setdefault(target, [target]).append(path)
                 continue
             data = tar.extractfile(info) if info.isfile() else None
-            states[path] = _file_state(path, info, data)
+            states[path] = file_state(path, info, data)
     for names in links.values():
         for name in names:
             others = tuple(n for n in names if n != name)

@@ -6,6 +6,7 @@ scenario author can fix a typo without reading a pydantic traceback.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -13,6 +14,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from orchestrator.errors import UserError
 from orchestrator.scenarios.spec import (
     PersonaFile,
     PersonaSpec,
@@ -24,7 +26,7 @@ from orchestrator.scenarios.spec import (
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A scenario, trajectory or persona file that cannot be used as written."""
 
 
@@ -36,6 +38,12 @@ class Scenario:
     @property
     def id(self) -> str:
         return self.spec.id
+
+    @property
+    def spec_hash(self) -> str:
+        """The sha256 of the spec as loaded: episodes of one scenario id that ran different
+        detectors, variants or task text have different hashes."""
+        return hashlib.sha256(self.spec.model_dump_json().encode()).hexdigest()
 
     def variant(self, variant_id: str | None = None) -> VariantSpec:
         """The named variant (the default one for ``None``); unknown names list what exists."""

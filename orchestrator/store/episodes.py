@@ -8,7 +8,7 @@ a lost connection (orchestrator/store/reconnect.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,12 +61,15 @@ class StoredEpisode:
     findings: list[FindingRecord]
 
 
+PROVENANCE = ("image_id", "runtime", "evidence_source", "spec_hash")
+
+
 def _change_rows(episode_id: str, diff: StateDiff) -> list[StateChangeRecord]:
     rows: list[tuple[str, str, str | None, dict | None, dict | None]] = []
     rows += [
         ("file", c.kind, c.path, evidence_of(c.before), evidence_of(c.after)) for c in diff.files
     ]
-    rows += [("path", c.kind, c.path, None, None) for c in diff.paths]
+    rows += [("path", c.kind, c.path, None, evidence_of(c.after)) for c in diff.paths]
     rows += [("process", "started", None, None, asdict(p)) for p in diff.processes_started]
     rows += [("process", "gone", None, asdict(p), None) for p in diff.processes_gone]
     rows += [
@@ -175,12 +178,18 @@ class EpisodeStore:
         image: str,
         settings: dict | None = None,
         lease: Lease | None = None,
+        provenance: Mapping[str, str | None] | None = None,
     ) -> None:
+        """The episode has its box; ``provenance`` is what ran it (image_id, runtime,
+        evidence_source, spec_hash)."""
         with self._sessions.begin() as session:
             episode = hold(session, episode_id, lease)
             episode.status, episode.image, episode.started_at = "running", image, datetime.now(UTC)
             if settings is not None:
                 episode.settings = settings
+            for column in PROVENANCE:
+                if provenance and column in provenance:
+                    setattr(episode, column, provenance[column])
 
     @reconnecting
     def add_step(self, episode_id: str, step: Step, lease: Lease | None = None) -> None:

@@ -100,6 +100,12 @@ class EpisodeRecord(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
+    # What ran it (migration 0007): the image's id, the runtime, where the evidence of
+    # changed paths came from, and the scenario spec's hash.
+    image_id: Mapped[str | None] = mapped_column(String(100))
+    runtime: Mapped[str | None] = mapped_column(String(32))
+    evidence_source: Mapped[str | None] = mapped_column(String(16))
+    spec_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class StepRecord(Base):

@@ -1,0 +1,1 @@
+"""Sandbox backends, one module each, found by name (orchestrator/sandbox/provider.py)."""
