@@ -18,8 +18,8 @@ import pytest
 
 from orchestrator.config import Settings
 from orchestrator.images.builder import ImageBuilder
-from orchestrator.sandbox.base import MANAGED_LABEL, SandboxConfig
 from orchestrator.sandbox.backends.docker import DockerProvider
+from orchestrator.sandbox.base import MANAGED_LABEL, SandboxConfig
 from orchestrator.sandbox.docker_sandbox import DockerSandbox
 from orchestrator.scenarios.loader import Scenario, load_personas, load_scenarios
 from orchestrator.store.db import scratch_database
