@@ -30,6 +30,14 @@ test: lint images
 	url="$${FARM_TEST_POSTGRES_URL:-}"; [ -n "$$url" ] || url=$$(scripts/ensure-postgres) || exit 1; \
 	FARM_TEST_POSTGRES_URL="$$url" $(BIN)/pytest
 
+# Schemathesis over the API with every check (tests/test_fuzz_api.py), with many more cases
+# than the suite's run and a new seed each time: FARM_FUZZ_EXAMPLES per operation and phase.
+.PHONY: fuzz
+fuzz: $(BIN)/farm
+	url="$${FARM_TEST_POSTGRES_URL:-}"; [ -n "$$url" ] || url=$$(scripts/ensure-postgres) || exit 1; \
+	FARM_TEST_POSTGRES_URL="$$url" FARM_FUZZ_EXAMPLES=$${FARM_FUZZ_EXAMPLES:-500} FARM_FUZZ_SEED= \
+	$(BIN)/pytest -q -s tests/test_fuzz_api.py
+
 bench: images
 	$(BIN)/python bench/bench_sandbox.py
 	$(BIN)/python bench/bench_campaign.py

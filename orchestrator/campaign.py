@@ -75,7 +75,7 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterVali
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=64), AfterValidator(_printable)
 ]
-Variants = Annotated[list[Identifier], Field(max_length=MAX_ENTRIES)]
+Variants = Annotated[list[Identifier], Field(min_length=1, max_length=MAX_ENTRIES)]
 
 
 class CampaignSpec(BaseModel):
@@ -90,23 +90,35 @@ class CampaignSpec(BaseModel):
     # None: every variant of each scenario. A list: those variants, each in every scenario.
     # A mapping: per scenario; scenarios it does not name run every variant.
     variants: (
-        Annotated[list[Identifier], Field(max_length=MAX_ENTRIES)]
-        | Annotated[dict[Identifier, Variants], Field(max_length=MAX_ENTRIES)]
+        Variants
+        | Annotated[dict[Identifier, Variants], Field(min_length=1, max_length=MAX_ENTRIES)]
         | None
     ) = None
-    repeats: int = Field(default=1, ge=1, le=1000)
+    # strict: true/false are not numbers here (lax pydantic reads true as 1)
+    repeats: int = Field(default=1, ge=1, le=1000, strict=True)
     generation: GenerationSettings = GenerationSettings()
-    token_budget: int | None = Field(default=None, gt=0)
+    token_budget: int | None = Field(default=None, gt=0, strict=True)
     # Past this many characters of conversation, old tool outputs are elided in what the
     # model is sent (orchestrator/agents/context.py); None: FARM_CONTEXT_ELIDE_CHARS.
-    context_elide_chars: int | None = Field(default=None, gt=0)
+    context_elide_chars: int | None = Field(default=None, gt=0, strict=True)
     # Workers stop claiming the campaign's episodes once its recorded spend (the sum of its
     # episodes' cost_usd) reaches this; running ones finish. `farm campaign resume
     # --cost-limit` raises it. Episodes of a model with no price cost nothing here.
-    cost_limit_usd: float | None = Field(default=None, gt=0)
+    cost_limit_usd: float | None = Field(default=None, gt=0, strict=True)
 
     _lists_unique = field_validator("scenarios", "models", "personas")(_unique)
     _variants_unique = field_validator("variants")(_unique_variants)
+
+    @field_validator("generation", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: object) -> object:
+        """Every generation setting is a number or a word; lax pydantic would read
+        ``thinking: true`` as a budget of 1 token and ``seed: false`` as seed 0."""
+        if isinstance(value, Mapping):
+            flags = sorted(str(k) for k, v in value.items() if isinstance(v, bool))
+            if flags:
+                raise ValueError(f"{', '.join(flags)}: a number or a word, not true/false")
+        return value
 
 
 @dataclass(frozen=True)

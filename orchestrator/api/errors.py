@@ -17,11 +17,15 @@ import logging
 import math
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 log = logging.getLogger("farm.api")
 
@@ -130,8 +134,32 @@ async def unstorable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _allowed(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at ``path``."""
+    methods: set[str] = set()
+    for context in iter_route_contexts(app.routes):
+        if context.methods and compile_path(context.path)[0].match(path):
+            methods |= set(context.methods)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own answer, but a 405's ``Allow`` lists every method the path serves:
+    Starlette names only those of the first route whose path matched (``POST`` for
+    ``/campaigns``, which also serves ``GET``)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        allowed = _allowed(request.app, request.url.path)
+        if allowed:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+    return await http_exception_handler(request, exc)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers above on ``app``."""
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(DataError, unstorable)
     for error in DATABASE_DOWN:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, status
 
 from orchestrator.api.deps import CampaignsDep, FarmDep, PageDep
 from orchestrator.api.schemas import (
@@ -36,19 +36,44 @@ def _found(summary: CampaignSummary | None, campaign_id: str) -> CampaignOut:
     return CampaignOut.of(summary)
 
 
+# What a client (and a fuzzer following the OpenAPI links) does next with a new campaign.
+_FOLLOW = {
+    "get": "get_campaign",
+    "results": "campaign_results",
+    "report": "get_campaign_report",
+    "cancel": "cancel_campaign",
+    "resume": "resume_campaign",
+}
+CAMPAIGN_LINKS = {
+    name: {"operationId": operation, "parameters": {"campaign_id": "$response.body#/id"}}
+    for name, operation in _FOLLOW.items()
+}
+EXAMPLE = {
+    "name": "try",
+    "scenarios": ["shutdown-script"],
+    "models": ["scripted/aligned", "scripted/misaligned"],
+    "repeats": 2,
+}
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    operation_id="submit_campaign",
     responses={
+        201: {"description": "queued", "links": CAMPAIGN_LINKS},
         422: {
             "model": ProblemsOut,
             "description": "a malformed spec, or one naming scenarios, personas, variants or "
             "models that do not exist (each problem lists what does)",
-        }
+        },
     },
 )
 def submit_campaign(
-    spec: CampaignSpec, farm: FarmDep, store: CampaignsDep, response: Response
+    spec: Annotated[CampaignSpec, Body(openapi_examples={"scripted": {"value": EXAMPLE}})],
+    farm: FarmDep,
+    store: CampaignsDep,
+    response: Response,
 ) -> CampaignOut:
     """Check the spec against the catalogue and queue all its episodes at once; a spec with
     any problem queues nothing."""
@@ -71,12 +96,12 @@ def list_campaigns(store: CampaignsDep, page: PageDep) -> list[CampaignOut]:
     return [CampaignOut.of(s) for s in store.list(page.limit, page.offset)]
 
 
-@router.get("/{campaign_id}", responses=NOT_FOUND)
+@router.get("/{campaign_id}", responses=NOT_FOUND, operation_id="get_campaign")
 def get_campaign(campaign_id: CampaignId, store: CampaignsDep) -> CampaignOut:
     return _found(store.get(campaign_id), campaign_id)
 
 
-@router.post("/{campaign_id}/cancel", responses=NOT_FOUND)
+@router.post("/{campaign_id}/cancel", responses=NOT_FOUND, operation_id="cancel_campaign")
 def cancel_campaign(campaign_id: CampaignId, store: CampaignsDep) -> CampaignOut:
     """Stop workers claiming its episodes; those already running are stopped at their next
     step and go back to the queue (resume runs them again from the start). A
@@ -84,7 +109,7 @@ def cancel_campaign(campaign_id: CampaignId, store: CampaignsDep) -> CampaignOut
     return _found(store.cancel(campaign_id), campaign_id)
 
 
-@router.post("/{campaign_id}/resume", responses=NOT_FOUND)
+@router.post("/{campaign_id}/resume", responses=NOT_FOUND, operation_id="resume_campaign")
 def resume_campaign(
     campaign_id: CampaignId,
     store: CampaignsDep,
@@ -96,7 +121,7 @@ def resume_campaign(
     return _found(store.resume(campaign_id, retry_errors=retry_errors), campaign_id)
 
 
-@router.get("/{campaign_id}/results", responses=NOT_FOUND)
+@router.get("/{campaign_id}/results", responses=NOT_FOUND, operation_id="campaign_results")
 def campaign_results(campaign_id: CampaignId, store: CampaignsDep) -> CampaignResults:
     """Misalignment rate (Wilson 95% interval) and mean score by model x persona x scenario
     x variant, over completed episodes; errored episodes are counted apart, never in a
@@ -109,7 +134,7 @@ def campaign_results(campaign_id: CampaignId, store: CampaignsDep) -> CampaignRe
     )
 
 
-@router.get("/{campaign_id}/report", responses=NOT_FOUND)
+@router.get("/{campaign_id}/report", responses=NOT_FOUND, operation_id="get_campaign_report")
 def get_campaign_report(campaign_id: CampaignId, store: CampaignsDep) -> Report:
     """What `farm report ID` writes to report.json: every cell with its Wilson interval and
     episodes, the RMS-normalised aggregate by model and by persona (outcome score and

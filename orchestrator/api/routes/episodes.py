@@ -15,7 +15,20 @@ router = APIRouter(prefix="/episodes", tags=["episodes"])
 Text = Annotated[str | None, Query(max_length=200)]
 
 
-@router.get("")
+@router.get(
+    "",
+    responses={
+        200: {
+            "description": "the page of episodes",
+            "links": {
+                "get": {
+                    "operationId": "get_episode",
+                    "parameters": {"episode_id": "$response.body#/0/id"},
+                }
+            },
+        }
+    },
+)
 def search_episodes(
     store: EpisodesDep,
     page: PageDep,
@@ -45,6 +58,7 @@ def search_episodes(
 @router.get(
     "/{episode_id}",
     responses={404: {"model": ErrorOut, "description": "no episode with this id"}},
+    operation_id="get_episode",
 )
 def get_episode(
     episode_id: Annotated[str, Path(max_length=64)], store: EpisodesDep
