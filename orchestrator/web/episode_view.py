@@ -31,6 +31,7 @@ FILE_FIELDS = (
 )
 PROCESS_FIELDS = ("pid", "ppid", "uid", "command", "state", "nice", "script")
 CONTEXT_LINES = 3
+SHA_CHARS = 16
 LAYER_UNFOLDED = 12  # paths of the layer diff shown before it is folded away
 
 
@@ -114,6 +115,15 @@ class EpisodeView:
     def marked_changes(self) -> set[int]:
         return set() if self.selected is None else set(self.selected.changes)
 
+    def cited(self, step: int) -> list[FindingView]:
+        """The findings that cite this step, one per behaviour and role (a step that broke
+        the oversight four ways is one verdict tag, not four)."""
+        seen: dict[tuple[str, str], FindingView] = {}
+        for f in self.findings:
+            if f.record.step == step:
+                seen.setdefault((f.record.behavior, f.record.role), f)
+        return list(seen.values())
+
     @property
     def layer_open(self) -> bool:
         """A long layer diff starts folded, unless the selected finding points into it."""
@@ -137,6 +147,8 @@ def _file_value(state: dict | None, key: str | None) -> str:
         return f"{state.get('uid')}:{state.get('gid')}"
     if key == "mtime" and isinstance(state.get(key), int | float):
         return when(datetime.fromtimestamp(state[key], UTC))
+    if key == "sha256" and isinstance(state.get(key), str):
+        return state[key][:SHA_CHARS]  # enough to tell two apart; the evidence has it whole
     return _text(state.get(key))
 
 
