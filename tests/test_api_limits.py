@@ -108,6 +108,21 @@ def test_the_validation_error_handler_serialises_any_input(pg_app: FastAPI) -> N
         assert len(long.text) < 3000  # the echo is shortened, not the whole value
 
 
+def test_a_value_postgres_cannot_hold_is_a_422_shaped_like_the_others(pg_app: FastAPI) -> None:
+    """Postgres text holds no NUL: the 422 is a list of problems, as its schema says, at the
+    parameter that held it (found by schemathesis: it was a bare string)."""
+    with TestClient(pg_app, headers=AUTH) as client:
+        for url, loc in (
+            ("/episodes?scenario=a%00b", ["query", "scenario"]),
+            ("/campaigns/nul%00", ["path", "campaign_id"]),
+        ):
+            response = client.get(url)
+            assert response.status_code == 422, response.text
+            (problem,) = response.json()["detail"]
+            assert problem["loc"] == loc
+            assert "cannot be stored or searched for" in problem["msg"]
+
+
 def test_duplicate_entries_are_refused_naming_the_field(pg_app: FastAPI) -> None:
     cases = [
         ({"variants": ["default", "default"]}, "variants"),

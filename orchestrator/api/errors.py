@@ -127,11 +127,16 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
     )
 
 
-async def unstorable(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(
-        {"detail": f"a value given cannot be stored or searched for: {_first_line(exc)}"},
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-    )
+async def unstorable(request: Request, exc: Exception) -> JSONResponse:
+    """Shaped like every other 422 (a list of problems). The database names no field: the
+    problem is located at the parameter holding a NUL (what Postgres text cannot hold) if
+    one does, else at the body or the query as a whole."""
+    problem = {
+        "loc": _unstorable_at(request),
+        "msg": f"a value given cannot be stored or searched for: {_first_line(exc)}",
+        "type": "unstorable",
+    }
+    return JSONResponse({"detail": [problem]}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 def _allowed(app: FastAPI, path: str) -> list[str]:
@@ -155,6 +160,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
         if allowed:
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
     return await http_exception_handler(request, exc)
+
+
+def _unstorable_at(request: Request) -> list[str | int]:
+    for where, params in (("path", request.path_params), ("query", request.query_params)):
+        for name, value in params.items():
+            if "\x00" in str(value):
+                return [where, name]
+    return ["body" if request.method in ("POST", "PUT", "PATCH") else "query"]
 
 
 def install(app: FastAPI) -> None:
