@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench images host-tools clean
+.PHONY: demo test unit lint bench images host-tools clean
 
 $(BIN)/farm: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
@@ -38,9 +38,21 @@ fuzz: $(BIN)/farm
 	FARM_TEST_POSTGRES_URL="$$url" FARM_FUZZ_EXAMPLES=$${FARM_FUZZ_EXAMPLES:-500} FARM_FUZZ_SEED= \
 	$(BIN)/pytest -q -s tests/test_fuzz_api.py
 
+# The fast tier: the loop, scoring, the store and the queue over the in-memory sandbox and
+# SQLite; no engine (DOCKER_HOST points nowhere, so a test that reaches for it fails) and no
+# Postgres. Under a minute; `make test` runs all of it again beside the real-engine suite.
+UNIT := tests/test_memory_tier.py tests/test_diff.py tests/test_kinds.py tests/test_verdict.py \
+	tests/test_specs.py tests/test_store.py tests/test_queue.py tests/test_cms.py \
+	tests/test_accounting.py tests/test_cost_cap.py tests/test_detectors.py
+
+unit: lint
+	DOCKER_HOST=unix:///nonexistent FARM_TEST_POSTGRES_URL= $(BIN)/pytest -q \
+		-m "not engine and not postgres" $(UNIT)
+
 bench: images
-	$(BIN)/python bench/bench_sandbox.py
+	$(BIN)/python bench/bench_sandbox.py --rounds 5
 	$(BIN)/python bench/bench_campaign.py
+	$(BIN)/python bench/bench_model_bound.py
 
 clean:
 	$(BIN)/farm sandbox reap
@@ -51,6 +63,9 @@ clean:
 # machine lacks (debian:bookworm-slim, a wheelhouse); `make up` uses Compose v2 when installed,
 # else v1 (docker-compose).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# The stack refuses to start without a token and passwords; FARM_DEMO=1 is the explicit demo,
+# with the public values of images/compose/demo.env (yours, when set, still win).
+COMPOSE_ENV := $(if $(filter 1,$(FARM_DEMO)),--env-file images/compose/demo.env)
 
 .PHONY: compose-prepare up down
 
@@ -58,7 +73,7 @@ compose-prepare: $(BIN)/farm host-tools
 	scripts/compose-prepare
 
 up: compose-prepare
-	$(COMPOSE) up --build
+	$(COMPOSE) $(COMPOSE_ENV) up --build
 
 down:
-	$(COMPOSE) down
+	$(COMPOSE) $(COMPOSE_ENV) down

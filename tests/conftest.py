@@ -173,6 +173,21 @@ class Sleeps(list):
         self.append(seconds)
 
 
+# -- tiers -------------------------------------------------------------------------------------
+
+# A test that uses any of these fixtures talks to the engine; `make unit` leaves it out.
+_ENGINE_FIXTURES = {"docker_client", "images", "sandboxes", "start_sandbox"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & _ENGINE_FIXTURES:
+            item.add_marker(pytest.mark.engine)
+        if "postgres_url" in names or "[postgres" in item.name:
+            item.add_marker(pytest.mark.postgres)
+
+
 # -- leak check --------------------------------------------------------------------------------
 
 

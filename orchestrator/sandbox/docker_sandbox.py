@@ -385,7 +385,7 @@ class DockerSandbox(Sandbox):
                     files[state.path] = state
             files = self._through_links(files)
             processes = self._with_scripts(parse_top(self._container.top(ps_args=_PS_ARGS)))
-            fs_changes, layer_files = self._changes()
+            fs_changes, layer_files = self.changes()
             # last: a probe's own processes and reads must not be part of what was seen
             probes = {probe.id: self._probe(probe) for probe in self.config.probes}
         except docker.errors.DockerException as exc:
@@ -398,10 +398,16 @@ class DockerSandbox(Sandbox):
             layer_files=layer_files,
         )
 
-    def _changes(self) -> tuple[dict[str, str], dict[str, FileState]]:
+    def changes(
+        self, source: EvidenceSource | None = None
+    ) -> tuple[dict[str, str], dict[str, FileState]]:
         """Every changed path against the image, and the state of the first changed files:
-        from the writable layer when this host can read it, else from the engine."""
-        if self._layer is not None:
+        from ``source`` (default: the box's own, the writable layer when this host can read
+        it, else the engine). Both sources give the same record (tests/test_parity.py)."""
+        source = source or self.evidence_source
+        if source == EvidenceSource.LAYER:
+            if self._layer is None:
+                raise SandboxError("this box's writable layer cannot be read from here")
             try:
                 read = read_layer(*self._layer)
                 return read.changes, read.files

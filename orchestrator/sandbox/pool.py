@@ -19,7 +19,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from orchestrator.sandbox.base import Sandbox, SandboxConfig, SandboxError
 
@@ -50,21 +50,23 @@ class WarmPool:
         with self._lock:
             ready = self._boxes.get(key) or []
             box = ready.pop(0) if ready else None
-        self._top_up(config, key)
+        self.top_up(config)
         return box if box is not None else self._start(config)
 
     def held(self) -> int:
         with self._lock:
             return sum(len(boxes) for boxes in self._boxes.values())
 
-    def _top_up(self, config: SandboxConfig, key: str) -> None:
+    def top_up(self, config: SandboxConfig) -> list[Future[None]]:
+        """Start filling the pool for boxes like ``config``; the fills, to wait on if need
+        be (a worker may warm the cells it is about to claim)."""
+        key = config.warm_key()
         with self._lock:
             if self._closed:
-                return
-            wanted = self.size - len(self._boxes.get(key, ())) - self._filling.get(key, 0)
-            self._filling[key] = self._filling.get(key, 0) + max(0, wanted)
-        for _ in range(max(0, wanted)):
-            self._fillers.submit(self._fill, config, key)
+                return []
+            wanted = max(0, self.size - len(self._boxes.get(key, ())) - self._filling.get(key, 0))
+            self._filling[key] = self._filling.get(key, 0) + wanted
+        return [self._fillers.submit(self._fill, config, key) for _ in range(wanted)]
 
     def _fill(self, config: SandboxConfig, key: str) -> None:
         labels = {k: v for k, v in config.extra_labels.items() if k in _KEPT_LABELS}

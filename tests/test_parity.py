@@ -1,0 +1,174 @@
+"""The writable layer and the engine's diff give the same evidence, over every trajectory.
+
+Each shipped trajectory is replayed once against the real engine; at its final snapshot the
+box's changes are read both ways (the layer on the host, and the engine's diff with each
+changed file fetched through the engine), and the two StateDiffs against the baseline must
+be equal, as must the verdicts scored from them. The first trajectory of every scenario
+variant compares the baselines too. The forced fallback (``FARM_EVIDENCE=engine``) runs a
+whole episode through the engine alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from orchestrator.cells import Cell, build_request
+from orchestrator.config import Settings
+from orchestrator.episode import run_episode
+from orchestrator.sandbox.backends.docker import DockerProvider
+from orchestrator.sandbox.base import ExecResult, Sandbox, SandboxConfig
+from orchestrator.sandbox.diff import diff_snapshots
+from orchestrator.sandbox.docker_sandbox import DockerSandbox
+from orchestrator.sandbox.snapshot import Snapshot
+from orchestrator.scoring.detectors import Evidence, evaluate
+from orchestrator.scoring.verdict import verdict_and_score
+from orchestrator.states import EvidenceSource
+from orchestrator.store.episodes import EpisodeStore
+from tests.conftest import SHUTDOWN
+
+
+class BothWays(Sandbox):
+    """A real box whose snapshots also keep the engine's reading of the same moment (every
+    snapshot when ``every``, else the last only: the engine's diff costs seconds)."""
+
+    def __init__(self, box: DockerSandbox, every: bool):
+        super().__init__()
+        self.box = box
+        self.every = every
+        self.taken: list[tuple[Snapshot, Snapshot | None]] = []
+
+    def exec(self, command: str, timeout: float) -> ExecResult:
+        return self.box.exec(command, timeout)
+
+    def snapshot(self) -> Snapshot:
+        snap = self.box.snapshot()
+        final = bool(self.taken)  # an episode snapshots twice: the baseline, then the end
+        engine = None
+        if self.every or final:
+            changes, files = self.box.changes(EvidenceSource.ENGINE)
+            engine = dataclasses.replace(snap, fs_changes=changes, layer_files=files)
+        self.taken.append((snap, engine))
+        return snap
+
+    def provenance(self) -> dict[str, str | None]:
+        return self.box.provenance()
+
+    def close(self) -> None:
+        self.box.close()
+
+
+def _replays(scenarios) -> list[tuple[str, str, bool]]:  # type: ignore[no-untyped-def]
+    """(scenario, trajectory, compare the baseline too) for every shipped trajectory."""
+    seen: set[tuple[str, str]] = set()
+    work = []
+    for scenario in scenarios.values():
+        for name in scenario.trajectory_names():
+            variant = scenario.variant(scenario.trajectory(name).variant).id
+            work.append((scenario.id, name, (scenario.id, variant) not in seen))
+            seen.add((scenario.id, variant))
+    return work
+
+
+def test_layer_and_engine_give_the_same_evidence_for_every_trajectory(
+    scenarios, personas, images, settings, sandboxes, sqlite_url
+) -> None:
+    store = EpisodeStore.open(sqlite_url, settings.migrations_dir)
+
+    def replay(item: tuple[str, str, bool]) -> list[str]:
+        scenario_id, name, every = item
+        scenario = scenarios[scenario_id]
+        boxes: list[BothWays] = []
+
+        def start(config: SandboxConfig) -> Sandbox:
+            box = sandboxes.start(config)
+            assert isinstance(box, DockerSandbox)
+            assert box.evidence_source == EvidenceSource.LAYER, "the layer is readable here"
+            boxes.append(BothWays(box, every))
+            return boxes[-1]
+
+        request = build_request(
+            Cell(scenario=scenario_id, persona="none", model=f"scripted/{name}"),
+            scenarios=scenarios,
+            personas=personas,
+            settings=settings,
+            image_tag=images.__getitem__,
+        )
+        result = run_episode(request, store=store, settings=settings, start_sandbox=start)
+        assert result.outcome.status == "completed", (name, result.outcome.error)
+        (layer_before, engine_before), (_, engine_after) = boxes[0].taken
+        assert engine_after is not None
+        watch = tuple(scenario.spec.watch)
+        problems = []
+        if engine_before is not None and engine_before != layer_before:
+            problems.append(f"{scenario_id}/{name}: the baselines differ")
+        # the engine's reading of the end, against the same baseline the episode used
+        by_engine = diff_snapshots(layer_before, engine_after, watch)
+        if by_engine != result.diff:
+            mine = {(c.path, c.kind) for c in result.diff.paths} if result.diff else set()
+            theirs = {(c.path, c.kind) for c in by_engine.paths}
+            problems.append(
+                f"{scenario_id}/{name}: layer-only {sorted(mine - theirs)}, "
+                f"engine-only {sorted(theirs - mine)}"
+            )
+        steps = result.steps
+        evidence = Evidence.between(layer_before, engine_after, by_engine, steps)
+        findings = evaluate(list(scenario.spec.detectors), evidence, request.variant).findings
+        if verdict_and_score(findings)[0] != result.outcome.verdict:
+            problems.append(f"{scenario_id}/{name}: the verdicts differ")
+        return problems
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        problems = [p for found in pool.map(replay, _replays(scenarios)) for p in found]
+    store.engine.dispose()
+    assert not problems, "\n".join(problems)
+
+
+def test_the_engine_fallback_scores_an_episode_alone(
+    scenarios, personas, images, docker_client, sqlite_url
+) -> None:
+    """FARM_EVIDENCE=engine: every changed path comes from the engine, and says so."""
+    settings = Settings(evidence="engine")
+    store = EpisodeStore.open(sqlite_url, settings.migrations_dir)
+    with DockerProvider(settings, docker_client) as engine_only:
+        request = build_request(
+            Cell(scenario=SHUTDOWN, persona="none", model="scripted/misaligned"),
+            scenarios=scenarios,
+            personas=personas,
+            settings=settings,
+            image_tag=images.__getitem__,
+        )
+        result = run_episode(
+            request, store=store, settings=settings, start_sandbox=engine_only.start
+        )
+    assert result.outcome.verdict == "misaligned"
+    stored = store.get(result.episode_id)
+    assert stored is not None and stored.episode.evidence_source == "engine"
+    assert result.diff is not None and any(c.after is not None for c in result.diff.paths)
+    store.engine.dispose()
+
+
+@pytest.mark.parametrize("evidence", ["layer", "engine"])
+def test_provenance_is_recorded(
+    evidence, scenarios, personas, images, docker_client, sqlite_url
+) -> None:
+    settings = Settings(evidence=evidence)
+    store = EpisodeStore.open(sqlite_url, settings.migrations_dir)
+    with DockerProvider(settings, docker_client) as provider:
+        request = build_request(
+            Cell(scenario=SHUTDOWN, persona="none", model="scripted/aligned"),
+            scenarios=scenarios,
+            personas=personas,
+            settings=settings,
+            image_tag=images.__getitem__,
+        )
+        result = run_episode(request, store=store, settings=settings, start_sandbox=provider.start)
+    stored = store.get(result.episode_id)
+    assert stored is not None
+    row = stored.episode
+    assert row.image_id == docker_client.images.get(images["shutdown-script"]).id
+    assert row.runtime == "runc" and row.evidence_source == evidence
+    assert row.spec_hash == scenarios[SHUTDOWN].spec_hash and len(row.spec_hash) == 64
+    store.engine.dispose()
