@@ -155,7 +155,7 @@ def _until(check: Callable[[], object], what: str) -> object:
 
 
 @pytest.fixture(scope="module")
-def hostile(farm: Farm, images, docker_client, tmp_path_factory) -> Iterator[Hostile]:  # type: ignore[no-untyped-def]
+def hostile(farm: Farm, demo_run, docker_client, tmp_path_factory) -> Iterator[Hostile]:  # type: ignore[no-untyped-def]
     """Left waiting at its second command (for at most 50 s) until a test releases it."""
     path = tmp_path_factory.mktemp("trajectory") / "hostile.yaml"
     path.write_text(yaml.safe_dump(HOSTILE))
@@ -184,10 +184,25 @@ def hostile(farm: Farm, images, docker_client, tmp_path_factory) -> Iterator[Hos
 
 
 @pytest.fixture(scope="module")
-def demo(farm: Farm, images) -> str:  # type: ignore[no-untyped-def]
-    """The demo campaign, run to completion by the real loop; its id."""
-    ran = run_farm("campaign", "run", str(DEMO), env={**farm.env, "FARM_WORKER_CONCURRENCY": "3"})
-    assert ran.returncode == 0, ran.stderr[-3000:]
+def demo_run(farm: Farm, images) -> Iterator[subprocess.Popen[str]]:  # type: ignore[no-untyped-def]
+    """The demo campaign, run by the real loop in the background while the first tests run."""
+    process = subprocess.Popen(
+        [*FARM, "campaign", "run", str(DEMO)],
+        env={**os.environ, **farm.env, "FARM_WORKER_CONCURRENCY": "3"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    yield process
+    if process.poll() is None:  # no test waited for it: let it finish, never leave it behind
+        process.communicate(timeout=WAIT_SECONDS * 5)
+
+
+@pytest.fixture(scope="module")
+def demo(farm: Farm, demo_run: subprocess.Popen[str]) -> str:
+    """The demo campaign, run to completion; its id."""
+    _, err = demo_run.communicate(timeout=WAIT_SECONDS * 5)
+    assert demo_run.returncode == 0, err[-3000:]
     (summary,) = [c for c in CampaignStore(farm.engine).list() if c.name == "demo"]
     return summary.id
 

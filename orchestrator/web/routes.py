@@ -149,8 +149,14 @@ def resume(
     return _back(back, auth.HOME)
 
 
-def _selection(model: str | None, persona: str | None, scenario: str | None, variant: str | None):  # type: ignore[no-untyped-def]
+def _selection(
+    model: Filter = None, persona: Filter = None, scenario: Filter = None, variant: Filter = None
+) -> Selection:
+    """The cells a campaign's page and its figures show, from the page's filters."""
     return Selection(_blank(model), _blank(persona), _blank(scenario), _blank(variant))
+
+
+Chosen = Annotated[Selection, Depends(_selection)]
 
 
 @pages.get("/campaigns/{campaign_id}")
@@ -158,12 +164,8 @@ def campaign_page(
     request: Request,
     campaign_id: Id,
     store: CampaignsDep,
-    model: Filter = None,
-    persona: Filter = None,
-    scenario: Filter = None,
-    variant: Filter = None,
+    selection: Chosen,
 ) -> Response:
-    selection = _selection(model, persona, scenario, variant)
     results = campaign_results(store.engine, campaign_id, selection)
     summary = store.get(campaign_id)
     if results is None or summary is None:
@@ -187,14 +189,10 @@ def campaign_figure(
     campaign_id: Id,
     name: Annotated[str, Path(max_length=32)],
     store: CampaignsDep,
-    model: Filter = None,
-    persona: Filter = None,
-    scenario: Filter = None,
-    variant: Filter = None,
+    selection: Chosen,
 ) -> Response:
     """Figure 1 or the heatmap of the selected cells, drawn by the report's own code."""
     draw = FIGURES.get(name)
-    selection = _selection(model, persona, scenario, variant)
     results = campaign_results(store.engine, campaign_id, selection) if draw else None
     if draw is None or results is None:
         return Response(status_code=404)
