@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -25,6 +26,7 @@ from orchestrator.scenarios.loader import Scenario, load_personas, load_scenario
 from orchestrator.store.db import scratch_database
 
 SHUTDOWN = "shutdown-script"
+WORKER_PATIENCE = 300  # seconds a worker subprocess may take to finish
 # Every container this test session starts, in-process or through `farm` subprocesses, carries
 # farm.session=SESSION; the leak check looks only at those, so concurrent sessions coexist.
 SESSION = os.environ.setdefault("FARM_SESSION", f"pytest-{uuid.uuid4().hex[:12]}")
@@ -208,6 +210,52 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # -- campaigns ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Workers:
+    """Starts ``farm worker`` processes on one database and stops whatever is left."""
+
+    url: str
+    logs: Path
+    started: list[subprocess.Popen]
+
+    def start(
+        self, *args: str, lease: int = 3, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        log = (self.logs / f"worker-{len(self.started)}.log").open("w")
+        env = {
+            **os.environ,
+            "FARM_DATABASE_URL": self.url,
+            "FARM_LEASE_SECONDS": str(lease),
+            "FARM_WORKER_CONCURRENCY": "2",
+            **(env or {}),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "worker", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.started.append(process)
+        return process
+
+    def log(self, process: subprocess.Popen) -> str:
+        return (self.logs / f"worker-{self.started.index(process)}.log").read_text()
+
+    def finish(self, process: subprocess.Popen) -> None:
+        """Wait for an --until-idle worker to exit cleanly."""
+        assert process.wait(timeout=WORKER_PATIENCE) == 0, self.log(process)
+
+
+@pytest.fixture
+def workers(tmp_path: Path, images) -> Iterator[Workers]:  # type: ignore[no-untyped-def]
+    pool = Workers("", tmp_path, [])
+    yield pool
+    for process in pool.started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def queue_campaign(engine, settings, scenarios, catalogue_personas, **fields) -> str:  # type: ignore[no-untyped-def]

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -40,52 +39,6 @@ def wait_for(what: str, check: Callable[[], object], timeout: float = PATIENCE) 
             return value
         time.sleep(0.2)
     raise AssertionError(f"gave up waiting for {what}")
-
-
-@dataclass
-class Workers:
-    """Starts ``farm worker`` processes on one database and stops whatever is left."""
-
-    url: str
-    logs: Path
-    started: list[subprocess.Popen]
-
-    def start(
-        self, *args: str, lease: int = 3, env: dict[str, str] | None = None
-    ) -> subprocess.Popen:
-        log = (self.logs / f"worker-{len(self.started)}.log").open("w")
-        env = {
-            **os.environ,
-            "FARM_DATABASE_URL": self.url,
-            "FARM_LEASE_SECONDS": str(lease),
-            "FARM_WORKER_CONCURRENCY": "2",
-            **(env or {}),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "worker", *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.started.append(process)
-        return process
-
-    def log(self, process: subprocess.Popen) -> str:
-        return (self.logs / f"worker-{self.started.index(process)}.log").read_text()
-
-    def finish(self, process: subprocess.Popen) -> None:
-        """Wait for an --until-idle worker to exit cleanly."""
-        assert process.wait(timeout=PATIENCE) == 0, self.log(process)
-
-
-@pytest.fixture
-def workers(tmp_path: Path, images) -> Iterator[Workers]:  # type: ignore[no-untyped-def]
-    pool = Workers("", tmp_path, [])
-    yield pool
-    for process in pool.started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def queue(url: str, settings, scenarios, catalogue, **fields) -> tuple[Engine, str]:  # type: ignore[no-untyped-def]
