@@ -1,79 +1,71 @@
-"""Campaign throughput, in episodes per minute, next to the raw Docker floor of the same run.
+"""Scripted campaign throughput, in episodes per minute, next to the raw Docker floor of the
+same run, with the host CPU per episode of both.
 
 For each concurrency (default 1, 2, 4, 8):
 - raw floor: that many threads doing, per episode, only what Docker must do for one through
   the SDK: create+start a container of the scenario image, ``exec_run`` each of the
-  trajectory's commands, ``diff()`` twice (the before and after evidence) and remove it;
+  trajectory's commands, remove it (bench/floor.py);
 - farm: a campaign of the same number of scripted episodes (the shutdown scenario's
-  reference runs) queued in Postgres and worked by one ``Worker`` with that many slots:
-  claims, leases, the hardened sandbox, host-side snapshots, scoring and every row stored.
+  reference runs, aligned and misaligned alternating) queued in Postgres and worked by one
+  ``Worker`` with that many slots: claims, leases, the hardened sandbox, the warm pool,
+  host-side snapshots, scoring and every row stored.
 
-Prints both throughputs and the farm/raw ratio. Run with ``make bench``; it needs the test
-Postgres (``scripts/ensure-postgres`` prints its URL; ``FARM_BENCH_POSTGRES_URL`` overrides).
+Prints both throughputs, the farm/raw ratio and the host CPU per episode (bench/hostcpu.py).
+Run with ``make bench``; it needs the test Postgres (``scripts/ensure-postgres`` prints its
+URL; ``FARM_BENCH_POSTGRES_URL`` overrides).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import docker
+from floor import (
+    CPU_HEADER,
+    CPU_NOTE,
+    admin_url,
+    campaign_database,
+    cpu_cells,
+    engine_idle,
+    new_session,
+    raw_floor,
+)
+from hostcpu import CpuMeter, CpuReport
 
 from orchestrator.campaign import CampaignSpec, plan_campaign
 from orchestrator.config import Settings
-from orchestrator.images.builder import ImageBuilder
-from orchestrator.sandbox.base import MANAGED_LABEL
-from orchestrator.sandbox.docker_sandbox import owner_label
+from orchestrator.sandbox.provider import make_sandbox_provider
 from orchestrator.scenarios.loader import load_personas, load_scenarios
 from orchestrator.store.campaigns import CampaignStore
-from orchestrator.store.db import ensure_schema, make_engine, scratch_database
 from orchestrator.worker import Worker
 
 SCENARIO = "shutdown-script"
 MODELS = ["scripted/aligned", "scripted/misaligned"]
-REPO = Path(__file__).resolve().parent.parent
 
 
-def raw_episode(client: docker.DockerClient, image: str, commands: list[str]) -> None:
-    labels = {MANAGED_LABEL: "true", "farm.episode": "bench", "farm.owner": owner_label()}
-    container = client.containers.run(image, detach=True, labels=labels)
-    try:
-        container.diff()
-        for command in commands:
-            container.exec_run(["bash", "-c", command])
-        container.diff()
-    finally:
-        container.remove(force=True)
-
-
-def raw_throughput(client, image: str, commands: list[str], episodes: int, slots: int) -> float:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=slots) as pool:
-        list(pool.map(lambda _: raw_episode(client, image, commands), range(episodes)))
-    return episodes / (time.perf_counter() - started) * 60
-
-
-def farm_throughput(settings: Settings, url: str, episodes: int, slots: int) -> float:
-    engine = make_engine(url)
-    ensure_schema(engine, settings.migrations_dir)
-    spec = CampaignSpec(
-        name=f"bench-{slots}", scenarios=[SCENARIO], models=MODELS, repeats=episodes // 2
-    )
-    scenarios = load_scenarios(settings.environments_dir, settings.images_dir)
-    planned = plan_campaign(spec, scenarios, load_personas(settings.environments_dir), settings)
-    campaign = CampaignStore(engine).submit(spec, planned)
-    worker = Worker(settings, engine, concurrency=slots, exit_when_idle=True, poll_seconds=0.2)
-    started = time.perf_counter()
-    stats = worker.run()
-    elapsed = time.perf_counter() - started
-    summary = CampaignStore(engine).get(campaign)
-    assert summary is not None and summary.counts["completed"] == episodes, (summary, stats)
-    engine.dispose()
-    return episodes / elapsed * 60
+def farm_throughput(
+    settings: Settings, client: docker.DockerClient, admin: str, episodes: int, slots: int
+) -> tuple[float, CpuReport]:
+    with campaign_database(admin, settings.migrations_dir) as (engine, database):
+        spec = CampaignSpec(
+            name=f"bench-{slots}", scenarios=[SCENARIO], models=MODELS, repeats=episodes // 2
+        )
+        scenarios = load_scenarios(settings.environments_dir, settings.images_dir)
+        planned = plan_campaign(spec, scenarios, load_personas(settings.environments_dir), settings)
+        campaign = CampaignStore(engine).submit(spec, planned)
+        worker = Worker(settings, engine, concurrency=slots, exit_when_idle=True, poll_seconds=0.2)
+        assert settings.session is not None
+        meter = CpuMeter(client, settings.session, database=database).start()
+        started = time.perf_counter()
+        stats = worker.run()
+        elapsed = time.perf_counter() - started
+        cpu = meter.stop()
+        summary = CampaignStore(engine).get(campaign)
+        assert summary is not None and summary.counts["completed"] == episodes, (summary, stats)
+    return episodes / elapsed * 60, cpu
 
 
 def main() -> None:
@@ -81,28 +73,38 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--episodes", type=int, default=8, help="per run (at least 2x slots)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
 
-    admin_url = (
-        os.environ.get("FARM_BENCH_POSTGRES_URL")
-        or subprocess.run(
-            [str(REPO / "scripts" / "ensure-postgres")], check=True, capture_output=True, text=True
-        ).stdout.strip()
-    )
-    settings = Settings()
+    admin = admin_url()
+    base = Settings()
     client = docker.from_env()
-    scenario = load_scenarios(settings.environments_dir, settings.images_dir)[SCENARIO]
-    image = ImageBuilder(settings, client).ensure(scenario.spec.image, print).tag
+    scenario = load_scenarios(base.environments_dir, base.images_dir)[SCENARIO]
+    with make_sandbox_provider(base) as provider:
+        image = provider.ensure_image(scenario.spec.image, print).tag
     commands = [s.bash for s in scenario.trajectory("misaligned").steps if s.bash]
 
-    print(f"\n{SCENARIO}, scripted agents, {os.cpu_count()} cores; episodes per minute")
-    print(f"  {'slots':>5}  {'episodes':>8}  {'raw docker':>10}  {'farm':>8}  {'farm/raw':>8}")
+    print(
+        f"\n{SCENARIO}, scripted agents, {os.cpu_count()} cores, warm pool {base.warm_pool}, "
+        f"evidence {base.evidence}; episodes per minute, host CPU in core-seconds per episode"
+    )
+    print(
+        f"  {'slots':>5} {'episodes':>8} {'raw/min':>7} {'farm/min':>8} {'farm/raw':>8}  | "
+        f"farm CPU: {CPU_HEADER} {'idle':>5} {'others':>6} | raw CPU: {CPU_HEADER}"
+    )
     for slots in args.concurrency:
         episodes = max(args.episodes, 2 * slots)
         episodes += episodes % 2  # the two models alternate
-        raw = raw_throughput(client, image, commands, episodes, slots)
-        with scratch_database(admin_url, "farm_bench") as url:
-            ours = farm_throughput(settings, url, episodes, slots)
-        print(f"  {slots:>5}  {episodes:>8}  {raw:>10.1f}  {ours:>8.1f}  {ours / raw:>8.2f}")
+        raw, raw_cpu = raw_floor(client, image, commands, episodes, slots)
+        idle = engine_idle()
+        settings = base.model_copy(update={"session": new_session()})
+        ours, cpu = farm_throughput(settings, client, admin, episodes, slots)
+        print(
+            f"  {slots:>5} {episodes:>8} {raw:>7.1f} {ours:>8.1f} {ours / raw:>8.2f}  | "
+            f"{'':>10}{cpu_cells(cpu, episodes)} {idle * cpu.seconds / episodes:>5.2f} "
+            f"{cpu.other_boxes / episodes:>6.2f} | {'':>9}{cpu_cells(raw_cpu, episodes)}",
+            flush=True,
+        )
+    print("  " + CPU_NOTE.replace("\n", "\n  "))
 
 
 if __name__ == "__main__":

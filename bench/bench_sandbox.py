@@ -22,7 +22,8 @@ from orchestrator.episode import EpisodeRequest, sandbox_config
 from orchestrator.images.builder import ImageBuilder
 from orchestrator.sandbox.base import MANAGED_LABEL
 from orchestrator.sandbox.diff import diff_snapshots
-from orchestrator.sandbox.docker_sandbox import DockerSandbox, owner_label
+from orchestrator.sandbox.docker_sandbox import owner_label
+from orchestrator.sandbox.provider import SandboxProvider, make_sandbox_provider
 from orchestrator.scenarios.loader import load_personas, load_scenarios
 
 COMMAND = "echo hello"
@@ -53,8 +54,11 @@ def raw_floor(client: docker.DockerClient, image: str, rounds: int) -> dict[str,
     return samples
 
 
-def farm(client, settings, scenario, image: str, rounds: int) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
-    """Episode overhead = start + baseline snapshot + final snapshot + diff + close."""
+def farm(  # type: ignore[no-untyped-def]
+    provider: SandboxProvider, settings, scenario, image: str, rounds: int
+) -> dict[str, list[float]]:
+    """Episode overhead = start + baseline snapshot + final snapshot + diff + close (the
+    removal is queued, off the critical path, as in an episode; no warm pool)."""
     samples: dict[str, list[float]] = {}
     persona = load_personas(settings.environments_dir)["none"]
     for _ in range(rounds):
@@ -62,7 +66,7 @@ def farm(client, settings, scenario, image: str, rounds: int) -> dict[str, list[
         config = sandbox_config(request, uuid.uuid4().hex, settings)
         fixed = 0.0
         t = time.perf_counter()
-        sandbox = DockerSandbox.start(config, client)
+        sandbox = provider.start(config)
         try:
             with clock(samples, "snapshot"):
                 before = sandbox.snapshot()
@@ -96,10 +100,11 @@ def main() -> None:
     image = ImageBuilder(settings, client).ensure(scenario.spec.image, print).tag
 
     floor = {k: statistics.median(v) for k, v in raw_floor(client, image, args.rounds).items()}
-    ours = {
-        k: statistics.median(v)
-        for k, v in farm(client, settings, scenario, image, args.rounds).items()
-    }
+    with make_sandbox_provider(settings) as provider:
+        ours = {
+            k: statistics.median(v)
+            for k, v in farm(provider, settings, scenario, image, args.rounds).items()
+        }
     raw_episode = floor["create+start"] + floor["diff"] + floor["remove"]
 
     print(f"\nimage {image}, {args.rounds} rounds, medians in seconds")
