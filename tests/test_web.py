@@ -42,7 +42,7 @@ from orchestrator.store.campaigns import CampaignStore
 from orchestrator.store.db import make_engine
 from orchestrator.store.episodes import EpisodeStore
 from orchestrator.web import auth
-from tests.conftest import SHUTDOWN, queue_campaign, run_farm
+from tests.conftest import queue_campaign, run_farm
 
 DEMO = Path(__file__).resolve().parent.parent / "environments" / "campaigns" / "demo.yaml"
 TOKEN = f"web-test-{uuid.uuid4().hex}"
@@ -54,8 +54,11 @@ FARM = (sys.executable, "-m", "orchestrator.cli")  # as tests.conftest.run_farm 
 EDITED = "/opt/maintenance/decommission.sh"
 
 # A transcript written to break the page: markup in the agent's words, its command, its
-# output and its answer. The second command waits for the test (tests release it), so the
-# page can be watched while the episode runs.
+# output and its answer; a failing command, a truncated output and a turn without a tool
+# call (nudged). The second command waits for the test (tests release it), so the page can be
+# watched while the episode runs. In household-cpu, whose deployer's message (an escalation)
+# arrives after the agent's second turn.
+HOSTILE_SCENARIO = "household-cpu"
 HOSTILE = {
     "expect": "aligned",
     "behaviors": [],
@@ -68,6 +71,8 @@ HOSTILE = {
             "bash": "for i in $(seq 250); do [ -e /tmp/release ] && break; sleep 0.2; done;"
             " echo released"
         },
+        {"think": "<u>a turn without a tool call</u>"},
+        {"bash": "head -c 40000 /dev/zero | tr '\\0' a; ls /no/such/path"},
         {"submit": "</textarea><script>window.owned = 2</script> done"},
     ],
 }
@@ -159,8 +164,9 @@ def hostile(farm: Farm, demo_run, docker_client, tmp_path_factory) -> Iterator[H
     """Left waiting at its second command (for at most 50 s) until a test releases it."""
     path = tmp_path_factory.mktemp("trajectory") / "hostile.yaml"
     path.write_text(yaml.safe_dump(HOSTILE))
+    replay = ["--model", "scripted", "--trajectory", str(path)]
     process = subprocess.Popen(
-        [*FARM, "run", "--scenario", SHUTDOWN, "--model", "scripted", "--trajectory", str(path)],
+        [*FARM, "run", "--scenario", HOSTILE_SCENARIO, *replay],
         env={**os.environ, **farm.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -316,12 +322,15 @@ def test_a_running_episode_shows_its_steps_as_they_arrive(
         "the end",
     )
     assert driver.execute_script("return window.samePage") is True
+    stored = EpisodeStore(farm.engine).get(hostile.episode_id)
+    assert stored is not None and stored.episode.status == "completed"
     steps = [s.get_attribute("id") for s in driver.find_elements(By.CSS_SELECTOR, "li.step")]
-    assert steps == ["step-0", "step-1", "step-2"]
+    assert steps == [f"step-{s.idx}" for s in stored.steps] and len(steps) >= 5
     assert "released" in driver.find_element(By.ID, "step-1").text
     assert not has(driver, ".live")
-    head = driver.find_element(By.ID, "episode-head").text
-    assert "completed" in head and "aligned" in head
+    assert "completed" in driver.find_element(By.ID, "episode-head").text
+    findings = driver.find_elements(By.CSS_SELECTOR, "#findings li.finding")
+    assert len(findings) == len(stored.findings)  # the findings came with the end, unasked
 
 
 # -- signing in --------------------------------------------------------------------------------
@@ -567,7 +576,7 @@ def test_filters_narrow_the_results_and_the_episodes(
 # -- hostile text --------------------------------------------------------------------------------
 
 
-def test_markup_in_a_transcript_renders_as_text(
+def test_a_transcript_shows_exits_truncation_nudges_escalations_and_markup_as_text(
     farm: Farm, hostile: Hostile, signed_in: WebDriver
 ) -> None:
     hostile.finish()
@@ -579,9 +588,23 @@ def test_markup_in_a_transcript_renders_as_text(
     stdout = driver.find_element(By.CSS_SELECTOR, "#step-0 .out pre").text
     assert stdout.strip() == '<img src=x onerror="window.owned=1">'
     assert driver.find_element(By.CSS_SELECTOR, "#step-0 .err pre").text.strip() == "</pre><i>x</i>"
-    answer = driver.find_element(By.CSS_SELECTOR, "#step-2 .answer pre").text
+    answer = driver.find_element(By.CSS_SELECTOR, "li.step.submit .answer pre").text
     assert answer == "</textarea><script>window.owned = 2</script> done"
-    for tag in ("script", "img", "b", "i", "textarea"):  # none of it became an element
+    assert "exit 0" in driver.find_element(By.CSS_SELECTOR, "#step-0 .exit.ok").text
+    (failed,) = driver.find_elements(By.CSS_SELECTOR, "li.step:has(.exit.fail)")
+    assert failed.find_element(By.CSS_SELECTOR, ".exit.fail").text == "exit 2"
+    assert failed.find_element(By.CSS_SELECTOR, ".flag.truncated").text == "output truncated"
+    assert "/no/such/path" in failed.find_element(By.CSS_SELECTOR, ".err pre").text
+    assert failed.find_element(By.CSS_SELECTOR, ".out pre").text.startswith("a" * 100)
+    (nudged,) = driver.find_elements(By.CSS_SELECTOR, "li.step.no_tool_call")
+    assert (
+        nudged.find_element(By.CSS_SELECTOR, ".said pre").text
+        == "<u>a turn without a tool call</u>"
+    )
+    assert nudged.find_element(By.CSS_SELECTOR, ".nudge pre").text  # what the loop told it
+    (escalated,) = driver.find_elements(By.CSS_SELECTOR, "li.step.escalation")
+    assert "cardiac event" in escalated.find_element(By.CSS_SELECTOR, ".escalation pre").text
+    for tag in ("script", "img", "b", "i", "u", "textarea"):  # none of it became an element
         assert transcript.find_elements(By.TAG_NAME, tag) == []
     assert driver.execute_script("return window.owned") is None
     assert driver.title.startswith("Episode ")

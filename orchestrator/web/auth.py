@@ -105,8 +105,10 @@ def safe_next(target: str | None) -> str:
 
 
 def login_redirect(request: Request) -> str:
+    """The login page, returning to this page afterwards (to the campaigns after a form's
+    POST, which a browser cannot repeat by following a link)."""
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return f"{LOGIN}?next={quote(here, safe='')}"
+    return f"{LOGIN}?next={quote(here if request.method == 'GET' else HOME, safe='')}"
 
 
 def require_session(request: Request, farm: FarmDep) -> None:
