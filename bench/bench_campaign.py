@@ -56,7 +56,7 @@ def farm_throughput(
         scenarios = load_scenarios(settings.environments_dir, settings.images_dir)
         planned = plan_campaign(spec, scenarios, load_personas(settings.environments_dir), settings)
         campaign = CampaignStore(engine).submit(spec, planned)
-        worker = Worker(settings, engine, concurrency=slots, exit_when_idle=True, poll_seconds=0.2)
+        worker = Worker(settings, engine, concurrency=slots, exit_when_idle=True)
         assert settings.session is not None
         meter = CpuMeter(client, settings.session, database=database).start()
         started = time.perf_counter()

@@ -80,8 +80,7 @@ def farm_run(
             settings,
             engine,
             concurrency=slots,
-            exit_when_idle=True,
-            poll_seconds=0.2,
+            exit_when_idle=True,  # idle slots poll every 2 s, the worker default
             on_episode=finished,
         )
         assert settings.session is not None
