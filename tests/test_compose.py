@@ -6,7 +6,11 @@ by itself; the test submits a second campaign through the API, waits for both, t
 rates as the read-only analyst over the published Postgres port. The worker's scenario
 containers carry this test session's farm.session label (FARM_SESSION is passed through), so
 the suite's leak check covers them too. The stack is taken down (volumes included) whatever
-happens.
+happens. It also checks what the stack denies: the app's login owns nothing and creates
+nothing, the analyst writes nothing (no TEMP, no large objects) and has a statement timeout,
+every service runs with limits, no-new-privileges and no capability beyond its list; and,
+without a stack, that Compose refuses to start without the token and passwords unless it is
+the explicit demo.
 
 Cost, measured here: with images current the test takes 35-50 s (up 7 s, the ten episodes at
 four at a time 20-30 s). The first run also builds the two compose images, about 3-4 minutes
@@ -44,6 +48,14 @@ REPO = Path(__file__).resolve().parent.parent
 # cold machine builds images first. Nothing is asserted about how long anything took.
 PATIENCE = 900.0
 T = TypeVar("T")
+# What each service adds back after dropping every capability (docker-compose.yml).
+ALLOWED_CAPABILITIES = {"postgres": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"}}
+SECRETS = (
+    "FARM_API_TOKEN",
+    "FARM_POSTGRES_ADMIN_PASSWORD",
+    "FARM_POSTGRES_PASSWORD",
+    "FARM_ANALYST_PASSWORD",
+)
 
 
 def compose_cli() -> list[str]:
@@ -82,6 +94,7 @@ class Stack:
         self.api_port, self.pg_port = free_port(), free_port()
         self.token = secrets.token_urlsafe(16)
         self.analyst_password = secrets.token_urlsafe(12)
+        self.app_password = secrets.token_urlsafe(12)
         self.env = {
             **os.environ,
             # explicit, so that neither the caller's environment nor an .env file changes them
@@ -92,7 +105,8 @@ class Stack:
             "FARM_API_PORT": str(self.api_port),
             "FARM_POSTGRES_PORT": str(self.pg_port),
             "FARM_API_TOKEN": self.token,
-            "FARM_POSTGRES_PASSWORD": secrets.token_urlsafe(12),
+            "FARM_POSTGRES_ADMIN_PASSWORD": secrets.token_urlsafe(12),
+            "FARM_POSTGRES_PASSWORD": self.app_password,
             "FARM_ANALYST_PASSWORD": self.analyst_password,
             "FARM_WORKER_CONCURRENCY": "4",
             "FARM_SESSION": SESSION,
@@ -119,12 +133,15 @@ class Stack:
         )
 
     def analyst(self) -> psycopg.Connection:
+        return self.login("analyst", self.analyst_password)
+
+    def login(self, user: str, password: str) -> psycopg.Connection:
         return psycopg.connect(
             host="127.0.0.1",
             port=self.pg_port,
             dbname="farm",
-            user="analyst",
-            password=self.analyst_password,
+            user=user,
+            password=password,
             connect_timeout=10,
             autocommit=True,
         )
@@ -246,6 +263,45 @@ def test_compose_up_runs_the_demo_and_a_campaign_submitted_through_the_api(
                 conn.execute("INSERT INTO campaigns (id, name) VALUES ('x', 'forged')")
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute("DELETE FROM findings")
+            # and writes nothing elsewhere either, and cannot hold the server for long
+            for sneaky in ("CREATE TEMP TABLE t (x int)", "SELECT lo_from_bytea(0, 'x')"):
+                with pytest.raises(errors.InsufficientPrivilege):
+                    conn.execute(sneaky)
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("1min",)
+
+        # The app's login reads and writes rows, and nothing more.
+        with stack.login("farm", stack.app_password) as conn:
+            attributes = conn.execute(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                "WHERE rolname = current_user"
+            ).fetchone()
+            assert attributes == (False, False, False)
+            owned = conn.execute(
+                "SELECT count(*) FROM pg_class WHERE relowner = "
+                "(SELECT oid FROM pg_roles WHERE rolname = current_user)"
+            ).fetchone()
+            assert owned == (0,)
+            assert conn.execute("SELECT count(*) FROM episodes").fetchone() == (10,)
+            for sneaky in (
+                "CREATE ROLE forged LOGIN",
+                "CREATE TABLE forged (x int)",
+                "CREATE TEMP TABLE forged (x int)",
+                "ALTER TABLE episodes ADD COLUMN forged int",
+                "DROP VIEW misalignment_rates",
+            ):
+                with pytest.raises(errors.InsufficientPrivilege):
+                    conn.execute(sneaky)
+
+        # Every service runs with limits, no-new-privileges and no capability it does not need.
+        for container in docker_client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={stack.project}"}
+        ):
+            host = container.attrs["HostConfig"]
+            name = container.labels["com.docker.compose.service"]
+            assert host["Memory"] > 0 and host["PidsLimit"] > 0, name
+            assert "no-new-privileges:true" in (host["SecurityOpt"] or []), name
+            assert host["CapDrop"] == ["ALL"], name
+            assert set(host["CapAdd"] or ()) <= ALLOWED_CAPABILITIES.get(name, set()), name
 
         # Every episode container the worker started carried this session's label.
         creations.stop()
@@ -276,3 +332,21 @@ def test_compose_up_runs_the_demo_and_a_campaign_submitted_through_the_api(
             container.remove(force=True, v=True)
     assert down.returncode == 0, down.stderr[-3000:]
     assert not left, [c.name for c in left]
+
+
+def test_compose_refuses_to_start_without_its_secrets_outside_the_demo() -> None:
+    """`config` interpolates the file as `up` does: each secret missing is refused, naming
+    it; the explicit demo (images/compose/demo.env, `make up FARM_DEMO=1`) needs none."""
+    stack = Stack()
+    for secret in SECRETS:
+        stack.env = {k: v for k, v in Stack().env.items() if k != secret}
+        refused = stack.compose("config", "--quiet", timeout=120)
+        assert refused.returncode != 0, secret
+        assert f"set {secret}" in refused.stderr, (secret, refused.stderr[-2000:])
+    stack.env = {k: v for k, v in stack.env.items() if k not in SECRETS}
+    demo = [*stack.cli[:-2], "--env-file", str(REPO / "images/compose/demo.env"), *stack.cli[-2:]]
+    shown = subprocess.run(
+        [*demo, "config"], cwd=REPO, env=stack.env, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "FARM_API_TOKEN: demo-token-change-me" in shown.stdout
