@@ -141,6 +141,26 @@ def test_duplicate_entries_are_refused_naming_the_field(pg_app: FastAPI) -> None
         assert client.get("/campaigns").json() == []
 
 
+def test_what_schemathesis_found_stays_fixed(pg_app: FastAPI) -> None:
+    """A 405 named only one route's methods; an empty variants list queued a campaign of no
+    episodes; true/false were read as numbers (thinking: true, a budget of 1 token)."""
+    with TestClient(pg_app, headers=AUTH) as client:
+        allowed = client.options("/campaigns")
+        assert allowed.status_code == 405
+        assert set(allowed.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST"}
+        for change in (
+            {"variants": []},
+            {"variants": {SHUTDOWN: []}},
+            {"repeats": True},
+            {"cost_limit_usd": True},
+            {"generation": {"thinking": True}},
+            {"generation": {"seed": False}},
+        ):
+            response = client.post("/campaigns", json=_spec(**change))
+            assert response.status_code == 422, (change, response.text)
+        assert client.get("/campaigns").json() == []
+
+
 def test_lists_have_a_maximum_and_the_episode_cap_is_counted(pg_app: FastAPI) -> None:
     with TestClient(pg_app, headers=AUTH) as client:
         document = client.get("/openapi.json").json()
