@@ -656,6 +656,11 @@ def test_cancel_and_resume_are_posts_from_this_origin_only(
     row.find_element(By.CSS_SELECTOR, "form[action$='/resume'] button").click()
     wait(driver, lambda d: store.get(campaign_id).status == "pending", "the campaign resumed")
     assert driver.current_url == f"{farm.url}/ui/"
+    # a pending campaign keeps the list reloading itself; a quiet store does not
+    assert has(driver, "meta[http-equiv=refresh]")
+    store.cancel(campaign_id)
+    driver.get(f"{farm.url}/ui/")
+    assert not has(driver, "meta[http-equiv=refresh]")
     demo_row = driver.find_element(By.ID, f"campaign-{demo}")
     assert not has(demo_row, "form")  # done without errors: nothing to cancel or resume
 
