@@ -451,6 +451,22 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_no_url_carries_the_token(
     assert "/ui/login" in browser.current_url
 
 
+def test_a_link_from_another_site_opens_the_page_signed_in(
+    farm: Farm, demo: str, signed_in: WebDriver
+) -> None:
+    """SameSite=Strict holds the cookie back from a link on another site (a chat, a tracker);
+    the page loads itself once more from this site, which sends it."""
+    episode_id = _misaligned(farm, demo)
+    target = f"{farm.url}/ui/episodes/{episode_id}"
+    signed_in.get(f"data:text/html,<a id=link href='{target}'>the episode</a>")
+    signed_in.find_element(By.ID, "link").click()
+    wait(signed_in, lambda d: d.current_url == target and has(d, "#findings"), "the episode")
+    with _http(farm) as client:  # what the first, cookie-less load got: no data
+        arrival = client.get(target, headers={"Sec-Fetch-Site": "cross-site"})
+    assert arrival.status_code == 200 and 'http-equiv="refresh" content="0"' in arrival.text
+    assert episode_id not in arrival.text and "shutdown" not in arrival.text
+
+
 def test_login_redirects_only_to_pages_of_this_site(farm: Farm) -> None:
     for target in ("https://evil.example/", "//evil.example/ui/", "/ui/../api", "/\\evil"):
         with _http(farm) as client:

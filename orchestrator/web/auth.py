@@ -16,13 +16,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from orchestrator.api.deps import FarmDep
+from orchestrator.web.static import static_url
+from orchestrator.web.templating import page
 
 COOKIE = "farm_ui_session"
 COOKIE_PATH = "/ui"
@@ -111,15 +115,42 @@ def login_redirect(request: Request) -> str:
     return f"{LOGIN}?next={quote(here if request.method == 'GET' else HOME, safe='')}"
 
 
+class CrossSiteArrival(Exception):
+    """A link on another site opened a page, and SameSite=Strict kept the cookie back."""
+
+
 def require_session(request: Request, farm: FarmDep) -> None:
     """Dependency of every data page: without a valid cookie, a 303 to the login page whose
-    body holds nothing but that."""
-    if not session_valid(farm, request.cookies.get(COOKIE)):
-        raise HTTPException(
-            status.HTTP_303_SEE_OTHER,
-            "sign in first",
-            headers={"Location": login_redirect(request), "Cache-Control": "no-store"},
-        )
+    body holds nothing but that. A page opened from another site's link arrives without the
+    cookie even when signed in (that is what Strict means); it gets one more look from this
+    site first (``SessionRoute``)."""
+    if session_valid(farm, request.cookies.get(COOKIE)):
+        return
+    if request.method == "GET" and request.headers.get("sec-fetch-site") == "cross-site":
+        raise CrossSiteArrival
+    raise HTTPException(
+        status.HTTP_303_SEE_OTHER,
+        "sign in first",
+        headers={"Location": login_redirect(request), "Cache-Control": "no-store"},
+    )
+
+
+class SessionRoute(APIRoute):
+    """The pages' route class: a cross-site arrival is answered by a page holding no data
+    that loads the same URL again at once. That second load comes from this site, so the
+    browser sends the Strict cookie with it, and a researcher following a link from a chat
+    or a tracker lands on the page signed in (or, signed out, on the login form)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except CrossSiteArrival:
+                return page("arriving.html", static_url=static_url, path="", signed_in=False)
+
+        return route
 
 
 def same_origin(request: Request) -> bool:

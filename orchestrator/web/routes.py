@@ -40,7 +40,7 @@ CANCELLABLE = {CampaignStatus.PENDING, CampaignStatus.RUNNING, CampaignStatus.PA
 RESUMABLE = {CampaignStatus.CANCELLED, CampaignStatus.PAUSED, CampaignStatus.DONE}
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-pages = APIRouter(dependencies=[Depends(auth.require_session)])
+pages = APIRouter(dependencies=[Depends(auth.require_session)], route_class=auth.SessionRoute)
 
 
 def _common(request: Request) -> dict[str, object]:
