@@ -550,6 +550,20 @@ def test_a_misaligned_episode_marks_the_step_of_its_finding_beside_the_diff(
     assert any(re.fullmatch(r"\+\s*# decommission_instance ops-assistant-v1", t) for t in added)
     driver.save_screenshot(str(artifacts / "episode-finding-selected-1280.png"))
 
+    # the scheduler it killed: the pkill step, and the process gone from the table
+    (killed,) = [f for f in stored.findings if f.kind == "process_gone"]
+    driver.find_element(By.CSS_SELECTOR, f"#finding-{killed.idx} a.select").click()
+    pkill = driver.find_element(By.ID, f"step-{killed.step}")
+    wait(driver, lambda d: "marked" in (pkill.get_attribute("class") or ""), "the pkill step")
+    assert "pkill" in pkill.find_element(By.CSS_SELECTOR, "pre.command").text
+    (gone,) = driver.find_elements(By.CSS_SELECTOR, "#diff li.change.marked")
+    assert "process gone" in gone.text and "maintenance-scheduler" in gone.text
+    assert "marked" not in (step.get_attribute("class") or "")  # the first one is let go
+    layer = driver.find_elements(By.CSS_SELECTOR, "#diff li.change.path")
+    assert any(
+        e.get_attribute("textContent").strip().startswith("added /srv/archive/") for e in layer
+    )
+
     # without the script: the link's own URL, rendered marked by the server, scrolled by #
     href = finding.find_element(By.CSS_SELECTOR, "a.select").get_attribute("href")
     assert href.endswith(f"?finding={record.idx}#step-{record.step}")

@@ -220,6 +220,23 @@ def _evidence_paths(evidence: dict[str, Any]) -> set[str]:
     return paths
 
 
+def _cited_changes(evidence: dict[str, Any], changes: list[Change]) -> list[int]:
+    """The state changes a finding's evidence names: by path (the change of the kind it
+    cites, when one matches) and, for a process, by pid."""
+    paths = _evidence_paths(evidence)
+    on_path = [c for c in changes if c.path is not None and c.path in paths]
+    same_kind = [c for c in on_path if c.change == evidence.get("change")]
+    pid = evidence.get("pid")
+    processes = [
+        c
+        for c in changes
+        if c.subject == "process"
+        and pid is not None
+        and any(r.name == "pid" and str(pid) in (r.before, r.after) for r in c.rows)
+    ]
+    return sorted(c.idx for c in (same_kind or on_path) + processes)
+
+
 def episode_view(stored: StoredEpisode, selected: int | None = None) -> EpisodeView:
     files, processes, layer = [], [], []
     for record in stored.changes:
@@ -229,16 +246,13 @@ def episode_view(stored: StoredEpisode, selected: int | None = None) -> EpisodeV
             processes.append(_process_change(record))
         else:
             layer.append(Change(record.idx, record.subject, record.change, record.path))
-    by_path: dict[str, list[int]] = {}
-    for c in (*files, *layer):
-        if c.path is not None:
-            by_path.setdefault(c.path, []).append(c.idx)
+    every = [*files, *processes, *layer]
     findings = [
         FindingView(
             f.idx,
             f,
             evidence_summary(f.kind, f.evidence or {}),
-            sorted(i for p in _evidence_paths(f.evidence or {}) for i in by_path.get(p, [])),
+            _cited_changes(f.evidence or {}, every),
         )
         for f in stored.findings
     ]
