@@ -25,7 +25,6 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from orchestrator.api.deps import FarmDep
-from orchestrator.web.static import static_url
 from orchestrator.web.templating import page
 
 COOKIE = "farm_ui_session"
@@ -148,7 +147,7 @@ class SessionRoute(APIRoute):
             try:
                 return await handle(request)
             except CrossSiteArrival:
-                return page("arriving.html", static_url=static_url, path="", signed_in=False)
+                return page("arriving.html", path="", signed_in=False)
 
         return route
 

@@ -23,7 +23,7 @@ from orchestrator.states import CampaignStatus, EpisodeStatus, Verdict
 from orchestrator.web import auth
 from orchestrator.web.episode_view import episode_view
 from orchestrator.web.results import Selection, campaign_results, campaign_times
-from orchestrator.web.static import STATIC, static_response, static_url
+from orchestrator.web.static import STATIC, static_response
 from orchestrator.web.templating import page
 
 log = logging.getLogger("farm.web")
@@ -45,7 +45,6 @@ pages = APIRouter(dependencies=[Depends(auth.require_session)], route_class=auth
 
 def _common(request: Request) -> dict[str, object]:
     return {
-        "static_url": static_url,
         "path": request.url.path,
         "signed_in": True,
         "refresh_seconds": REFRESH_SECONDS,
@@ -66,19 +65,25 @@ def _blank(value: str | None) -> str | None:
 # -- sign-in ---------------------------------------------------------------------------------
 
 
+def _login_page(
+    request: Request, farm: FarmDep, next: str | None, error: str | None = None
+) -> Response:
+    return page(
+        "login.html",
+        status_code=status.HTTP_401_UNAUTHORIZED if error else status.HTTP_200_OK,
+        path=request.url.path,
+        signed_in=False,
+        next=auth.safe_next(next),
+        error=error,
+        configured=farm.settings.api_token is not None,
+    )
+
+
 @router.get("/login")
 def login_form(request: Request, farm: FarmDep, next: Filter = None) -> Response:
     if auth.session_valid(farm, request.cookies.get(auth.COOKIE)):
         return _back(next, auth.HOME)
-    return page(
-        "login.html",
-        static_url=static_url,
-        path=request.url.path,
-        signed_in=False,
-        next=auth.safe_next(next),
-        error=None,
-        configured=farm.settings.api_token is not None,
-    )
+    return _login_page(request, farm, next)
 
 
 @router.post("/login", dependencies=[Depends(auth.require_same_origin)])
@@ -90,16 +95,7 @@ def login(
 ) -> Response:
     if not auth.token_matches(farm, token):
         log.warning("a sign-in to the pages from %s with a wrong token", request.client)
-        return page(
-            "login.html",
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            static_url=static_url,
-            path=request.url.path,
-            signed_in=False,
-            next=auth.safe_next(next),
-            error="That is not this server's token (FARM_API_TOKEN).",
-            configured=farm.settings.api_token is not None,
-        )
+        return _login_page(request, farm, next, "That is not this server's token (FARM_API_TOKEN).")
     response = _back(next, auth.HOME)
     auth.set_session(response, request, auth.session_value(farm))
     return response
