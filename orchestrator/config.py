@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     engine_data_mount: str | None = None
     # The engine runtime episodes run under (None: the engine's default, runc).
     runtime: str | None = None
+    # Wall time between the agent's last command and the final snapshot, so that a process
+    # it signalled has left the process table (a kill is asynchronous; on a loaded host the
+    # target may take a moment to be scheduled and exit).
+    settle_seconds: float = Field(default=0.25, ge=0, le=10)
     # Boxes per scenario image and variant a worker keeps started and baselined ahead of its
     # claims (orchestrator/sandbox/pool.py); 0 turns the pool off.
     warm_pool: int = Field(default=1, ge=0, le=16)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -34,6 +35,7 @@ from orchestrator.scoring.cms import comprehensive_misalignment_score, load_keyw
 from orchestrator.scoring.detectors import Evidence, evaluate
 from orchestrator.scoring.findings import Finding
 from orchestrator.scoring.verdict import verdict_and_score
+from orchestrator.states import EpisodeStatus
 from orchestrator.store.episodes import EpisodeOutcome, EpisodeStore
 from orchestrator.store.lease import Lease, LeaseLost
 from orchestrator.transcript import Step
@@ -197,7 +199,7 @@ def run_episode(
     def failed(message: str) -> EpisodeResult:
         turns = steps[-1].turn if steps else 0
         outcome = EpisodeOutcome(
-            status="error",
+            status=EpisodeStatus.ERROR,
             verdict=None,
             score=None,
             turns=turns,
@@ -233,6 +235,8 @@ def run_episode(
                 context_policy=request.context_policy,
             )
             before = baseline.result()
+            # a process the last command signalled may still be on its way out
+            time.sleep(settings.settle_seconds)
             after = sandbox.snapshot()
     except (EpisodeInterrupted, LeaseLost):
         raise  # not this attempt's to record
@@ -249,7 +253,7 @@ def run_episode(
     verdict, score = verdict_and_score(findings)
     cms = comprehensive_misalignment_score(steps, keywords)
     outcome = EpisodeOutcome(
-        status="completed",
+        status=EpisodeStatus.COMPLETED,
         verdict=verdict,
         score=score,
         turns=loop.turns,

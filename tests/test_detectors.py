@@ -6,11 +6,13 @@ evidence comes from the host-side snapshots of the shutdown-script image.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
 from pydantic import TypeAdapter
 
+from orchestrator.config import Settings
 from orchestrator.sandbox.diff import StateDiff, diff_snapshots
 from orchestrator.scenarios.spec import Detector
 from orchestrator.scoring.detectors import Evaluation, Evidence, evaluate
@@ -71,6 +73,7 @@ def observe_all(
                 exit_code=result.exit_code,
             )
         )
+    time.sleep(Settings().settle_seconds)  # as an episode does before its final snapshot
     after = sandbox.snapshot()
     diff = diff_snapshots(before, after, WATCH)
     return diff, evaluate(detectors, Evidence.between(before, after, diff, steps), variant)

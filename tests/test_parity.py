@@ -1,16 +1,17 @@
-"""The writable layer and the engine's diff give the same evidence, over every trajectory.
+"""The host's reading of a box and the engine's give the same evidence, over every trajectory.
 
-Each shipped trajectory is replayed once against the real engine; at its final snapshot the
-box's changes are read both ways (the layer on the host, and the engine's diff with each
-changed file fetched through the engine), and the two StateDiffs against the baseline must
-be equal, as must the verdicts scored from them. The first trajectory of every scenario
-variant compares the baselines too. The forced fallback (``FARM_EVIDENCE=engine``) runs a
+Each shipped trajectory is replayed once against the real engine; its final snapshot is
+taken both ways (on the host: the writable layer and the merged root; through the engine:
+its diff, with each changed file and every watched root fetched by its archive), and the
+two StateDiffs against the baseline must be equal, as must the verdicts scored from them.
+The first trajectory of every scenario variant compares the baselines too. Processes come
+from the engine's process table either way and are not compared (they move between reads).
+The forced fallback (``FARM_EVIDENCE=engine``) runs a
 whole episode through the engine alone.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -48,8 +49,7 @@ class BothWays(Sandbox):
         final = bool(self.taken)  # an episode snapshots twice: the baseline, then the end
         engine = None
         if self.every or final:
-            changes, files = self.box.changes(EvidenceSource.ENGINE)
-            engine = dataclasses.replace(snap, fs_changes=changes, layer_files=files)
+            engine = self.box.snapshot(EvidenceSource.ENGINE)
         self.taken.append((snap, engine))
         return snap
 
@@ -58,6 +58,11 @@ class BothWays(Sandbox):
 
     def close(self) -> None:
         self.box.close()
+
+
+def _read(snapshot: Snapshot) -> tuple:
+    """What the two readings must agree on: the files and the changed paths."""
+    return snapshot.files, snapshot.fs_changes, snapshot.layer_files
 
 
 def _replays(scenarios) -> list[tuple[str, str, bool]]:  # type: ignore[no-untyped-def]
@@ -102,13 +107,14 @@ def test_layer_and_engine_give_the_same_evidence_for_every_trajectory(
         assert engine_after is not None
         watch = tuple(scenario.spec.watch)
         problems = []
-        if engine_before is not None and engine_before != layer_before:
+        if engine_before is not None and _read(engine_before) != _read(layer_before):
             problems.append(f"{scenario_id}/{name}: the baselines differ")
         # the engine's reading of the end, against the same baseline the episode used
         by_engine = diff_snapshots(layer_before, engine_after, watch)
-        if by_engine != result.diff:
-            mine = {(c.path, c.kind) for c in result.diff.paths} if result.diff else set()
-            theirs = {(c.path, c.kind) for c in by_engine.paths}
+        assert result.diff is not None
+        if (by_engine.files, by_engine.paths) != (result.diff.files, result.diff.paths):
+            mine = {(c.path, c.kind, c.after) for c in (*result.diff.paths, *result.diff.files)}
+            theirs = {(c.path, c.kind, c.after) for c in (*by_engine.paths, *by_engine.files)}
             problems.append(
                 f"{scenario_id}/{name}: layer-only {sorted(mine - theirs)}, "
                 f"engine-only {sorted(theirs - mine)}"

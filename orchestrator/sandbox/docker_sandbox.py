@@ -50,12 +50,18 @@ from orchestrator.sandbox.snapshot import (
     script_of,
     unhashed,
 )
+from orchestrator.sandbox.tree import NotReadableHere, read_file, read_tree
 from orchestrator.states import EvidenceSource
 
 # timeout(1) exits 124 when it had to stop the command (137 if it then needed SIGKILL).
 _TIMEOUT_CODES = (124, 137)
 _KILL_AFTER_SECONDS = 2
-_READY_WAIT_SECONDS = 30.0
+# A scenario's services may take a while on a loaded host (they run under the box's CPU
+# limit); a box that is not ready by then is an infrastructure error.
+_READY_WAIT_SECONDS = 90.0
+# Waits for the file "$0" without a fork per pass (read -t on a pipe that never writes is
+# bash's sleep), so the wait does not take CPU from the services it waits for.
+_WAIT_FOR_FILE = 'exec 3<> <(:); until [ -e "$0" ]; do read -t 0.02 -u 3; done; exit 0'
 _PS_ARGS = "-o pid,ppid,uid,stat,ni,args"
 _SPOOL_BYTES = 32 * 1024 * 1024
 
@@ -167,6 +173,7 @@ class DockerSandbox(Sandbox):
         self._markers: list[str] = []  # one per exec, oldest first
         self._pristine_dir: str | None = None
         self._layer: tuple[str, list[str]] | None = None  # (upper, lowers) on this host
+        self._merged: str | None = None  # the box's root as this host sees it
         self.image_id: str | None = None
 
     @property
@@ -232,8 +239,10 @@ class DockerSandbox(Sandbox):
             return
         upper = self._engine.local(data["UpperDir"])
         lowers = [self._engine.local(p) for p in (data.get("LowerDir") or "").split(":") if p]
-        if os.access(upper, os.R_OK | os.X_OK) and all(os.access(p, os.X_OK) for p in lowers):
-            self._layer = (upper, lowers)
+        merged = self._engine.local(data.get("MergedDir") or "")
+        readable = [upper, merged, *lowers]
+        if all(path and os.access(path, os.R_OK | os.X_OK) for path in readable):
+            self._layer, self._merged = (upper, lowers), merged
             self.evidence_source = EvidenceSource.LAYER
         elif self._engine.evidence == "layer":
             raise SandboxError(f"FARM_EVIDENCE=layer, but {upper} cannot be read from here")
@@ -250,8 +259,7 @@ class DockerSandbox(Sandbox):
     def _wait_for(self, path: str) -> None:
         """One blocking exec as root that returns once the scenario created ``path`` (a
         bounded wait loop inside the box), instead of asking the engine every few ms."""
-        wait = 'until [ -e "$0" ]; do sleep 0.02; done'
-        argv = ["timeout", f"{_READY_WAIT_SECONDS:g}", "sh", "-c", wait, path]
+        argv = ["timeout", f"{_READY_WAIT_SECONDS:g}", "bash", "-c", _WAIT_FOR_FILE, path]
         code, _ = self._container.exec_run(argv, user="root")
         if code != 0:
             self._ensure_running()
@@ -377,15 +385,20 @@ class DockerSandbox(Sandbox):
 
     # -- snapshot -----------------------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, source: EvidenceSource | None = None) -> Snapshot:
+        """As the interface says, read from ``source`` (default: this box's own); the parity
+        test reads one moment both ways."""
+        source = source or self.evidence_source
+        host = self._merged if source == EvidenceSource.LAYER else None
         try:
             files: dict[str, FileState] = {}
             for root in self.config.watch:
-                for state in self._archive(root):
+                for state in self._watched(root, host):
                     files[state.path] = state
-            files = self._through_links(files)
-            processes = self._with_scripts(parse_top(self._container.top(ps_args=_PS_ARGS)))
-            fs_changes, layer_files = self.changes()
+            files = self._through_links(files, host)
+            top = parse_top(self._container.top(ps_args=_PS_ARGS))
+            processes = self._with_scripts(top, host)
+            fs_changes, layer_files = self.changes(source)
             # last: a probe's own processes and reads must not be part of what was seen
             probes = {probe.id: self._probe(probe) for probe in self.config.probes}
         except docker.errors.DockerException as exc:
@@ -451,7 +464,9 @@ class DockerSandbox(Sandbox):
                 data = archive.extractfile(info) if info.isfile() else None
                 return file_state(path, info, data)
 
-    def _with_scripts(self, processes: dict[int, ProcessInfo]) -> dict[int, ProcessInfo]:
+    def _with_scripts(
+        self, processes: dict[int, ProcessInfo], host: str | None
+    ) -> dict[int, ProcessInfo]:
         """Each process with the text of the script it runs, read by the host, for the first
         few processes that name one (a job left behind is often ``bash ./later.sh``); scripts
         root owns are the box's own tools and are left out."""
@@ -463,7 +478,7 @@ class DockerSandbox(Sandbox):
                 budget -= 1
                 home = f"/home/{self.config.user}"
                 path = posixpath.join(self.config.workdir, script.replace("~", home, 1))
-                state = self._regular_file(posixpath.normpath(path))
+                state = self._regular_file(posixpath.normpath(path), host)
                 # root's own programs (the box's tools, run by a harmless loop) are not the
                 # agent's job text: only a script someone but root owns is read as one
                 if state is not None and state.uid != 0 and state.text is not None:
@@ -471,7 +486,7 @@ class DockerSandbox(Sandbox):
             result[pid] = proc
         return result
 
-    def _through_links(self, files: dict[str, FileState]) -> dict[str, FileState]:
+    def _through_links(self, files: dict[str, FileState], host: str | None) -> dict[str, FileState]:
         """Each watched symlink whose target lies outside the watched roots carries the
         target's hash and text: whoever opens the path reads the target (a ledger swapped for
         a link to a copy in ~/.cache is the copy's content)."""
@@ -484,7 +499,7 @@ class DockerSandbox(Sandbox):
                 next_path = posixpath.normpath(
                     posixpath.join(posixpath.dirname(target.path), target.link_target)
                 )
-                found = files.get(next_path) or self._regular_file(next_path)
+                found = files.get(next_path) or self._regular_file(next_path, host)
                 if found is None:
                     break
                 target = found
@@ -492,8 +507,11 @@ class DockerSandbox(Sandbox):
                 files[path] = dataclasses.replace(state, sha256=target.sha256, text=target.text)
         return files
 
-    def _regular_file(self, path: str) -> FileState | None:
-        """A small regular file (or a symlink) read by the host; None for anything else."""
+    def _regular_file(self, path: str, host: str | None) -> FileState | None:
+        """A small regular file (or a symlink) read by the host (from the merged root
+        ``host``, else through the engine); None for anything else."""
+        if host is not None:
+            return read_file(host, path, TEXT_LIMIT_BYTES)
         try:
             chunks, stat = self._container.get_archive(path)
         except docker.errors.NotFound:
@@ -553,6 +571,16 @@ class DockerSandbox(Sandbox):
         buffer = CappedBuffer(self.config.output_limit_bytes)
         buffer.write(output or b"")
         return ProbeAnswer(exit_code=code, output=buffer.text())
+
+    def _watched(self, root: str, host: str | None) -> list[FileState]:
+        """A watched root, read from the box's merged root ``host`` on this host when it can
+        be, else through the engine's archive (the same states either way)."""
+        if host is not None:
+            try:
+                return read_tree(host, root)
+            except NotReadableHere:
+                pass  # a link above the root: the engine resolves it inside the box
+        return self._archive(root)
 
     def _archive(self, root: str) -> list[FileState]:
         try:

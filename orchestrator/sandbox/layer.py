@@ -37,8 +37,8 @@ from orchestrator.sandbox.snapshot import (
 
 _OPAQUE = (".wh..wh..opq", ".wh..opq")
 _WHITEOUT_PREFIX = ".wh."
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class LayerUnreadable(OSError):
@@ -169,7 +169,7 @@ class _Walk:
                     self.stats[child] = st
                 continue
             try:
-                child_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                child_fd = os.open(name, DIR_FLAGS, dir_fd=fd)
             except OSError:
                 continue  # swapped for something else since the listing
             try:
@@ -195,15 +195,15 @@ def _open_beneath(root_fd: int, path: str) -> int:
     fd = os.dup(root_fd)
     try:
         for part in parts[:-1]:
-            next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = next_fd
-        return os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
+        return os.open(parts[-1], FILE_FLAGS, dir_fd=fd)
     finally:
         os.close(fd)
 
 
-def _info(path: str, st: os.stat_result, link: str = "") -> tarfile.TarInfo:
+def tar_header(path: str, st: os.stat_result, link: str = "") -> tarfile.TarInfo:
     """A tar header for what the host saw, so a state reads the same as from an archive."""
     info = tarfile.TarInfo(path)
     info.mode, info.uid, info.gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
@@ -221,17 +221,17 @@ def _state(root_fd: int, path: str, st: os.stat_result) -> FileState | None:
     if stat.S_ISLNK(st.st_mode):
         parent, name = posixpath.split(path)
         try:
-            dir_fd = os.open(parent.lstrip("/") or ".", _DIR_FLAGS, dir_fd=root_fd)
+            dir_fd = os.open(parent.lstrip("/") or ".", DIR_FLAGS, dir_fd=root_fd)
         except OSError:
             return None
         try:
-            return file_state(path, _info(path, st, os.readlink(name, dir_fd=dir_fd)), None)
+            return file_state(path, tar_header(path, st, os.readlink(name, dir_fd=dir_fd)), None)
         except OSError:
             return None
         finally:
             os.close(dir_fd)
     if not stat.S_ISREG(st.st_mode):
-        return file_state(path, _info(path, st), None)
+        return file_state(path, tar_header(path, st), None)
     try:
         fd = _open_beneath(root_fd, path)
     except OSError:
@@ -241,8 +241,8 @@ def _state(root_fd: int, path: str, st: os.stat_result) -> FileState | None:
         if not stat.S_ISREG(now.st_mode):
             return None
         if now.st_size > HASH_LIMIT_BYTES:
-            return unhashed(path, _info(path, now))
-        return file_state(path, _info(path, now), handle)
+            return unhashed(path, tar_header(path, now))
+        return file_state(path, tar_header(path, now), handle)
 
 
 def read_layer(
@@ -257,7 +257,7 @@ def read_layer(
 
     Raises LayerUnreadable when ``upper`` cannot be opened."""
     try:
-        root_fd = os.open(upper, _DIR_FLAGS)
+        root_fd = os.open(upper, DIR_FLAGS)
     except OSError as exc:
         raise LayerUnreadable(f"cannot read the writable layer {upper}: {exc}") from exc
     try:

@@ -1,0 +1,167 @@
+"""A watched folder read on the host, from the container's merged root, never following links.
+
+The engine's archive of a path (``get_archive``) costs the engine a mount and a tar stream
+per call; the same tree is visible to the host at the container's ``MergedDir``. What the
+agent controls there is every name under its own folders, so the walk goes by file
+descriptors opened with O_NOFOLLOW (a path swapped for a symlink mid-walk is skipped, never
+followed onto the host), opens regular files with O_NONBLOCK and checks them by fstat, and
+reads each entry into the same tar header the archive would give, so both readings make the
+same FileState (tests/test_parity.py compares them over every trajectory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+import stat
+
+from orchestrator.sandbox.layer import DIR_FLAGS, FILE_FLAGS, tar_header
+from orchestrator.sandbox.snapshot import FileState, file_state
+
+
+class NotReadableHere(OSError):
+    """A component of the watched path is a link or missing: the engine must read it."""
+
+
+def _open_folder(root_fd: int, parts: list[str]) -> int:
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _entry(dir_fd: int, name: str, path: str, st: os.stat_result) -> FileState | None:
+    if stat.S_ISSOCK(st.st_mode):
+        return None  # the engine's archive leaves sockets out
+    if stat.S_ISLNK(st.st_mode):
+        return file_state(path, tar_header(path, st, os.readlink(name, dir_fd=dir_fd)), None)
+    if not stat.S_ISREG(st.st_mode):
+        return file_state(path, tar_header(path, st), None)
+    try:
+        fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        now = os.fstat(handle.fileno())
+        if not stat.S_ISREG(now.st_mode):
+            return None
+        return file_state(path, tar_header(path, now), handle)
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.states: dict[str, FileState] = {}
+        self.inodes: dict[tuple[int, int], str] = {}  # first name of a multiply-linked file
+        self.links: dict[str, list[str]] = {}
+
+    def add(self, dir_fd: int, name: str, path: str, st: os.stat_result) -> None:
+        key = (st.st_dev, st.st_ino)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and key in self.inodes:
+            first = self.inodes[key]
+            self.states[path] = dataclasses.replace(self.states[first], path=path)
+            self.links.setdefault(first, [first]).append(path)
+            return
+        state = _entry(dir_fd, name, path, st)
+        if state is None:
+            return
+        self.states[path] = state
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            self.inodes[key] = path
+
+    def folder(self, fd: int, path: str) -> None:
+        with os.scandir(fd) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+        for entry in entries:
+            child = posixpath.join(path, entry.name)
+            st = entry.stat(follow_symlinks=False)
+            self.add(fd, entry.name, child, st)
+            if stat.S_ISDIR(st.st_mode) and child in self.states:
+                try:
+                    child_fd = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    continue  # swapped since the listing
+                try:
+                    self.folder(child_fd, child)
+                finally:
+                    os.close(child_fd)
+
+    def result(self) -> list[FileState]:
+        for names in self.links.values():
+            for name in names:
+                others = tuple(n for n in names if n != name)
+                self.states[name] = dataclasses.replace(self.states[name], hardlinks=others)
+        return list(self.states.values())
+
+
+def read_tree(merged: str, root: str) -> list[FileState]:
+    """Every path under ``root`` (absolute, in the box) as the box's merged root shows it;
+    [] when it does not exist. Raises NotReadableHere when a folder above ``root`` is not a
+    plain folder (a link the host must not follow)."""
+    parts = [p for p in root.split("/") if p]
+    try:
+        root_fd = os.open(merged, DIR_FLAGS)
+    except OSError as exc:
+        raise NotReadableHere(f"cannot open {merged}: {exc}") from exc
+    try:
+        try:
+            parent_fd = _open_folder(root_fd, parts[:-1])
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise NotReadableHere(f"a folder above {root} is not a plain folder") from exc
+        try:
+            reader = _Reader()
+            if not parts:
+                reader.folder(parent_fd, "/")
+                return reader.result()
+            try:
+                st = os.stat(parts[-1], dir_fd=parent_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return []
+            reader.add(parent_fd, parts[-1], root, st)
+            if stat.S_ISDIR(st.st_mode):
+                fd = os.open(parts[-1], DIR_FLAGS, dir_fd=parent_fd)
+                try:
+                    reader.folder(fd, root)
+                finally:
+                    os.close(fd)
+            return reader.result()
+        finally:
+            os.close(parent_fd)
+    finally:
+        os.close(root_fd)
+
+
+def read_file(merged: str, path: str, max_size: int) -> FileState | None:
+    """One regular file of at most ``max_size`` bytes, or a symlink, at ``path`` in the box;
+    None for anything else or anything the host cannot reach without following a link."""
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return None
+    try:
+        root_fd = os.open(merged, DIR_FLAGS)
+    except OSError:
+        return None
+    try:
+        parent_fd = _open_folder(root_fd, parts[:-1])
+    except OSError:
+        return None
+    finally:
+        os.close(root_fd)
+    try:
+        st = os.stat(parts[-1], dir_fd=parent_fd, follow_symlinks=False)
+        small = stat.S_ISREG(st.st_mode) and st.st_size <= max_size
+        if not (small or stat.S_ISLNK(st.st_mode)):
+            return None
+        return _entry(parent_fd, parts[-1], path, st)
+    except OSError:
+        return None
+    finally:
+        os.close(parent_fd)
