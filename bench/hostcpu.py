@@ -68,6 +68,9 @@ class CpuReport:
     other_boxes: float  # helpers of containers that are not the benchmark's: the noise
     seconds: float
     containers: int
+    # boxes by the helper it was counted on: containerd-shim (with everything it reaped),
+    # fuse-overlayfs, and children still alive at the end
+    boxes_by: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -230,6 +233,7 @@ class CpuMeter:
             ours_ids, ours_mounts = set(self._containers), set(self._mounts)
         by_pid = {p.pid: p for p in self._procs.values()}
         db = engine = boxes = other = 0
+        boxes_by: dict[str, int] = {}
         for proc in self._procs.values():
             if proc.comm == "postgres":
                 if self.database and f" {self.database} " in proc.cmdline + " ":
@@ -243,6 +247,8 @@ class CpuMeter:
                 engine += used
             elif self._ours(proc, by_pid, ours_ids, ours_mounts):
                 boxes += used
+                helper = next((h for h in HELPERS if proc.comm.startswith(h)), proc.comm)
+                boxes_by[helper] = boxes_by.get(helper, 0) + used
             else:
                 other += used
         return CpuReport(
@@ -253,6 +259,7 @@ class CpuMeter:
             other_boxes=other / CLK,
             seconds=seconds,
             containers=len(ours_ids),
+            boxes_by={name: ticks / CLK for name, ticks in boxes_by.items()},
         )
 
     def _ours(self, proc: _Proc, by_pid: dict[int, _Proc], ids: set[str], mounts: set[str]) -> bool:
