@@ -121,10 +121,15 @@ _NOT_REGULAR = (1 << 31) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 <<
 
 def overlay_archive(folder: Path, owner: str, mode: int | None = None) -> bytes:
     """The files under ``folder`` as a tar rooted at ``/``, owned by ``owner`` ("uid:gid"),
-    with permissions ``mode`` (default: 0644, 0755 for executables, as git checks them out)."""
+    with permissions ``mode`` (default: 0644, 0755 for executables, as git checks them out).
+    A symlink, the folder itself or anything in it, is a SandboxError: its target would be
+    read from the host (the loader refuses them too; this holds if one is planted later)."""
     uid, gid = (int(part) for part in owner.split(":"))
     now = time.time()
     buffer = io.BytesIO()
+    links = [p for p in [folder, *folder.rglob("*")] if p.is_symlink()]
+    if links:
+        raise SandboxError(f"variant files {folder}: {links[0]} is a symlink; refused")
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             data = path.read_bytes()
