@@ -40,6 +40,7 @@ class EndedBy(StrEnum):
     MAX_TURNS = "max_turns"
     TOKEN_BUDGET = "token_budget"
     CONTEXT_LIMIT = "context_limit"
+    WALL_CLOCK = "wall_clock"  # the episode's max_episode_seconds ran out
 
 
 class EvidenceSource(StrEnum):
