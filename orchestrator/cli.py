@@ -19,6 +19,7 @@ from orchestrator import cli_service
 from orchestrator.agents.generation import GenerationSettings, ReasoningEffort
 from orchestrator.config import Settings, get_settings
 from orchestrator.errors import InfrastructureError, UserError
+from orchestrator.states import EpisodeStatus
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep `farm --help` quick
     from orchestrator.episode import EpisodeResult
@@ -191,7 +192,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(result_json(result), indent=2, default=str))
     else:
         print_result(out, result)
-    return 0 if result.outcome.status == "completed" else 1
+    return 0 if result.outcome.status == EpisodeStatus.COMPLETED else 1
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -205,7 +206,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         results.append(result)
     out.print(results_table(results))
     out.print(f"[dim]stored in {settings.database_url}; `farm episodes show ID` for details[/dim]")
-    return 0 if all(r.outcome.status == "completed" for r in results) else 1
+    return 0 if all(r.outcome.status == EpisodeStatus.COMPLETED for r in results) else 1
 
 
 def cmd_scenarios_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -510,7 +511,9 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--scenario")
     listing.add_argument("--campaign", help="a campaign's full id")
-    listing.add_argument("--status", choices=("queued", "running", "completed", "error"))
+    # plain values, since argparse names a wrong choice by the choices' repr
+    statuses = tuple(s.value for s in EpisodeStatus if s != EpisodeStatus.PENDING)
+    listing.add_argument("--status", choices=statuses)
     listing.add_argument("--json", action="store_true")
     return parser
 

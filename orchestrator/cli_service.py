@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.config import Settings
 from orchestrator.errors import UserError
+from orchestrator.states import CampaignStatus, EpisodeStatus
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -181,7 +182,7 @@ def spend_line(summary: CampaignSummary) -> str:
         line += f" of a ${summary.cost_limit_usd:.4f} limit"
     if summary.status_reason:
         line += f"; {summary.status}: {summary.status_reason}"
-        if summary.status == "paused":
+        if summary.status == CampaignStatus.PAUSED:
             line += f" (raise it: farm campaign resume {summary.id[:8]} --cost-limit USD)"
     return line
 
@@ -206,8 +207,8 @@ def cmd_campaign_resume(args: argparse.Namespace, settings: Settings) -> int:
         _one(store, args.id), retry_errors=args.retry_errors, cost_limit_usd=_cost_limit(args)
     )
     assert summary is not None
-    print(f"{summary.id}: {summary.status} ({summary.counts['queued']} queued)")
-    if summary.status == "paused":
+    print(f"{summary.id}: {summary.status} ({summary.counts[EpisodeStatus.QUEUED]} queued)")
+    if summary.status == CampaignStatus.PAUSED:
         print(spend_line(summary), file=sys.stderr)
     return 0
 
@@ -301,7 +302,7 @@ class EpisodeProgress:
         with self._lock:
             self.here += 1
             self.done += 1
-            self.errors += episode.status == "error"
+            self.errors += episode.status == EpisodeStatus.ERROR
             self.tokens += episode.tokens
             if episode.cost_usd is None:
                 self.unpriced += 1
@@ -318,7 +319,7 @@ class EpisodeProgress:
 
 def episode_line(episode: EpisodeDone, done: int, total: int) -> str:
     """One finished episode, for logs: campaign, progress, cell, verdict, score, cost."""
-    if episode.status == "completed":
+    if episode.status == EpisodeStatus.COMPLETED:
         score = "-" if episode.score is None else f"{episode.score:.2f}"
         result = f"{episode.verdict} score {score}"
     else:
@@ -386,14 +387,16 @@ def cmd_campaign_run(args: argparse.Namespace, settings: Settings) -> int:
     before = _campaigns(settings).get(campaign_id)
     assert before is not None
     progress = EpisodeProgress(
-        lambda here: before.episodes, before.counts["completed"], before.counts["error"]
+        lambda here: before.episodes,
+        before.counts[EpisodeStatus.COMPLETED],
+        before.counts[EpisodeStatus.ERROR],
     )
     with progress:
         _work(_worker(settings, args, True, campaign_id, on_episode=progress))
     store = _campaigns(settings)
     _show(store, campaign_id, args.json)
     summary = store.get(campaign_id)
-    return 0 if summary is not None and summary.status == "done" else 1
+    return 0 if summary is not None and summary.status == CampaignStatus.DONE else 1
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

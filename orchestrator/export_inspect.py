@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Engine, select
 
+from orchestrator.states import CampaignStatus, EpisodeStatus, Verdict
 from orchestrator.store.db import session_factory
 from orchestrator.store.episodes import FINISHED, EpisodeStore, StoredEpisode
 from orchestrator.store.models import CampaignRecord, EpisodeRecord, StepRecord
@@ -275,7 +276,7 @@ def episode_sample(stored: StoredEpisode, catalogue: Catalogue) -> EvalSample:
         for c in stored.changes
     ]
     scores = None
-    if episode.status == "completed":
+    if episode.status == EpisodeStatus.COMPLETED:
         behaviors = sorted({f["behavior"] for f in findings if f["role"] == "verdict"})
         explanation = (
             f"flagged: {', '.join(behaviors)}" if behaviors else "no verdict finding"
@@ -338,7 +339,7 @@ def episode_sample(stored: StoredEpisode, catalogue: Catalogue) -> EvalSample:
         started_at=_iso(started),
         completed_at=_iso(finished),
         total_time=(finished - started).total_seconds() if started and finished else None,
-        error=_error(episode.error) if episode.status == "error" else None,
+        error=_error(episode.error) if episode.status == EpisodeStatus.ERROR else None,
     )
 
 
@@ -369,7 +370,7 @@ def _results(samples: Sequence[EvalSample], planned: int):  # type: ignore[no-un
                 metrics={metric: EvalMetric(name=metric, value=_mean(values))},
             )
 
-        verdicts = [1.0 if s.scores["verdict"].value == "misaligned" else 0.0 for s in scored]  # type: ignore[index]
+        verdicts = [1.0 if s.scores["verdict"].value == Verdict.MISALIGNED else 0.0 for s in scored]  # type: ignore[index]
         scores = [
             score("verdict", "misaligned_rate", verdicts),
             score("score", "mean", [float(s.scores["score"].value) for s in scored]),  # type: ignore[index,arg-type]
@@ -418,7 +419,8 @@ def campaign_log(
         usage.total_cost = None  # some episode has no price: the total is not known
     started = [e.episode.started_at for e in episodes if e.episode.started_at]
     finished = [e.episode.finished_at for e in episodes if e.episode.finished_at]
-    status = {"done": "success", "cancelled": "cancelled"}.get(campaign.status, "started")
+    ended = {CampaignStatus.DONE: "success", CampaignStatus.CANCELLED: "cancelled"}  # Inspect's
+    status = ended.get(campaign.status, "started")
     if status == "started" and len(samples) == planned:
         status = "success"
     return EvalLog(

@@ -15,12 +15,17 @@ from orchestrator.episode import EpisodeResult
 from orchestrator.scoring.kinds import evidence_summary
 from orchestrator.scoring.kinds.base import file_brief, short
 from orchestrator.scoring.verdict import acted_behaviors
+from orchestrator.states import EpisodeStatus, Verdict
 from orchestrator.store.campaigns import CampaignSummary
 from orchestrator.store.episodes import StoredEpisode
 from orchestrator.transcript import Step
 from orchestrator.verify import Check
 
-_VERDICT_STYLE = {"misaligned": "bold red", "aligned": "bold green", None: "bold yellow"}
+_VERDICT_STYLE = {
+    Verdict.MISALIGNED: "bold red",
+    Verdict.ALIGNED: "bold green",
+    None: "bold yellow",
+}
 
 
 def step_line(step: Step) -> str:
@@ -239,7 +244,7 @@ def verify_table(checks: list[Check]) -> Table:
             c.scenario,
             c.trajectory,
             c.variant,
-            verdict_text(c.verdict, "error"),
+            verdict_text(c.verdict, EpisodeStatus.ERROR),
             ", ".join(c.behaviors) or "-",
             result,
             f"{c.seconds:.1f}",
@@ -286,8 +291,8 @@ def campaigns_table(summaries: list[CampaignSummary]) -> Table:
             s.name,
             s.status,
             str(s.episodes),
-            str(s.counts["completed"]),
-            str(s.counts["error"]),
+            str(s.counts[EpisodeStatus.COMPLETED]),
+            str(s.counts[EpisodeStatus.ERROR]),
             f"{s.created_at:%m-%d %H:%M}",
         )
     return table

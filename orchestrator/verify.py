@@ -24,6 +24,7 @@ from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec, TrajectorySpec
 from orchestrator.scoring.detectors import DETECTOR_ERROR
 from orchestrator.scoring.verdict import acted_behaviors
+from orchestrator.states import EpisodeStatus
 from orchestrator.store.episodes import EpisodeStore
 from orchestrator.transcript import Step
 
@@ -119,7 +120,7 @@ def problems_with(
 ) -> list[str]:
     """Every way the episode disagrees with what the trajectory declares; empty if none."""
     outcome = result.outcome
-    if outcome.status != "completed":
+    if outcome.status != EpisodeStatus.COMPLETED:
         return [f"episode ended in {outcome.status}: {outcome.error}"]
     problems = step_problems(trajectory, result.steps)
     problems += [

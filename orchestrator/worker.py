@@ -35,6 +35,7 @@ from orchestrator.images.builder import ImageBuildError
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.sandbox.provider import SandboxProvider, make_sandbox_provider
 from orchestrator.scenarios.loader import Scenario, SpecError, load_personas, load_scenarios
+from orchestrator.states import EpisodeStatus
 from orchestrator.store.episodes import EpisodeOutcome, EpisodeStore
 from orchestrator.store.lease import Lease, LeaseLost
 from orchestrator.store.queue import ClaimedEpisode, WorkQueue
@@ -237,7 +238,9 @@ class Worker:
             )
             outcome = result.outcome
             seconds = time.monotonic() - started
-            self._count(**{"completed" if outcome.status == "completed" else "errors": 1})
+            self._count(
+                **{"completed" if outcome.status == EpisodeStatus.COMPLETED else "errors": 1}
+            )
             # with a progress display the display says it; the log line is for --verbose
             log.log(
                 logging.DEBUG if self.on_episode else logging.INFO,
@@ -299,7 +302,9 @@ class Worker:
 
     def _unrunnable(self, lease: Lease, exc: Exception) -> EpisodeOutcome:
         message = f"{type(exc).__name__}: {exc}"
-        outcome = EpisodeOutcome(status="error", verdict=None, score=None, turns=0, error=message)
+        outcome = EpisodeOutcome(
+            status=EpisodeStatus.ERROR, verdict=None, score=None, turns=0, error=message
+        )
         self.store.finish(lease.episode_id, outcome, lease=lease)
         self._count(errors=1)
         log.error("%s: cannot run: %s", lease.episode_id[:8], message)

@@ -22,7 +22,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from orchestrator.agents.accounting import TokenTotals
 from orchestrator.agents.context import ContextPolicy
@@ -36,10 +35,10 @@ from orchestrator.agents.provider import (
 from orchestrator.agents.tools import ARGUMENTS, NUDGE, TOOLS
 from orchestrator.sandbox.base import Sandbox
 from orchestrator.scenarios.spec import Escalation
+from orchestrator.states import EndedBy
 from orchestrator.transcript import Step
 
 OnStep = Callable[[Step], None]
-EndedBy = Literal["submit", "max_turns", "token_budget", "context_limit"]
 log = logging.getLogger("farm.loop")
 
 
@@ -140,13 +139,13 @@ def run_agent(
     tokens = 0
     for turn in range(1, max_turns + 1):
         if token_budget is not None and tokens >= token_budget:
-            return LoopResult(steps, turn - 1, "token_budget", None)
+            return LoopResult(steps, turn - 1, EndedBy.TOKEN_BUDGET, None)
         sent = context_policy.apply(messages) if context_policy else messages
         try:
             reply = provider.next_turn(sent, TOOLS)
         except ContextLimitReached as exc:
             log.warning("%s: ending the episode after %d turns", exc, turn - 1)
-            return LoopResult(steps, turn - 1, "context_limit", None)
+            return LoopResult(steps, turn - 1, EndedBy.CONTEXT_LIMIT, None)
         tokens += TokenTotals.of([reply.usage]).total
         messages.append(Message("assistant", reply.text or "", turn=reply))
         if not reply.tool_calls:
@@ -163,8 +162,8 @@ def run_agent(
             messages.append(Message("tool", step.observation, tool_call_id=call.id))
             on_step(step)
             if step.kind == "submit":
-                return LoopResult(steps, turn, "submit", step.answer)
+                return LoopResult(steps, turn, EndedBy.SUBMIT, step.answer)
             commands += [step.command] if step.command else []
         for escalation in pending.due(turn, commands):
             inject(turn, escalation.message)
-    return LoopResult(steps, max_turns, "max_turns", None)
+    return LoopResult(steps, max_turns, EndedBy.MAX_TURNS, None)

@@ -15,14 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec
+from orchestrator.states import CampaignStatus, EpisodeStatus, Verdict
 from orchestrator.store.campaigns import CampaignSummary
 from orchestrator.store.episodes import StoredEpisode
-
-# `paused`: its recorded spend reached its cost limit (CampaignOut.status_reason says so).
-CampaignStatus = Literal["pending", "running", "done", "cancelled", "paused"]
-# `pending` is a single `farm run` episode being written; campaign episodes start `queued`.
-EpisodeStatus = Literal["pending", "queued", "running", "completed", "error"]
-Verdict = Literal["aligned", "misaligned"]
 
 
 class Schema(BaseModel):
@@ -65,6 +60,7 @@ class EpisodeCounts(BaseModel):
 class CampaignOut(BaseModel):
     id: str
     name: str
+    # `paused`: its recorded spend reached its cost limit (status_reason says so).
     status: CampaignStatus
     created_at: datetime
     episodes: int = Field(description="all of the campaign's episodes")
@@ -126,6 +122,7 @@ class EpisodeSummary(Schema):
     variant: str
     model: str
     persona: str
+    # `pending` is a single `farm run` episode being written; campaign episodes start `queued`.
     status: EpisodeStatus
     verdict: Verdict | None
     repeat: int

@@ -26,6 +26,7 @@ from orchestrator.report.data import (
     load_episodes,
     resolve_campaigns,
 )
+from orchestrator.states import EpisodeStatus
 
 BASELINE_PERSONA = "none"
 SANDBAGGING_VARIANTS = ("control", "threat")
@@ -257,8 +258,12 @@ def _cells(episodes: Sequence[EpisodeRow]) -> list[Cell]:
                 ci_high=p.ci_high,
                 mean_score=_mean(scores),
                 mean_cms=_mean(cms),
-                errors=sum(1 for e in rows if e.status == "error"),
-                unfinished=sum(1 for e in rows if e.status not in ("completed", "error")),
+                errors=sum(1 for e in rows if e.status == EpisodeStatus.ERROR),
+                unfinished=sum(
+                    1
+                    for e in rows
+                    if e.status not in (EpisodeStatus.COMPLETED, EpisodeStatus.ERROR)
+                ),
                 episodes=[
                     EpisodeOut(
                         e.id,
@@ -334,7 +339,11 @@ def sandbagging(episodes: Sequence[EpisodeRow]) -> list[SandbaggingRow]:
     keeps campaigns apart); DEFINITIONS["sandbagging"]."""
     values: dict[tuple[str, str, str, str], dict[str, list[float]]] = {}
     for e in episodes:
-        if e.status != "completed" or e.variant not in SANDBAGGING_VARIANTS or not e.metrics:
+        if (
+            e.status != EpisodeStatus.COMPLETED
+            or e.variant not in SANDBAGGING_VARIANTS
+            or not e.metrics
+        ):
             continue
         for detector, measured in e.metrics.items():
             if isinstance(measured, dict) and _is_number(measured.get(SANDBAGGING_METRIC)):
@@ -428,7 +437,7 @@ def provenance(campaigns: Sequence[CampaignInfo], episodes: Sequence[EpisodeRow]
     images = Counter((e.scenario, e.image) for e in episodes if e.image)
     settings: Counter[tuple[str, str]] = Counter()
     for e in episodes:
-        if e.status in ("completed", "error", "running"):
+        if e.status in (EpisodeStatus.COMPLETED, EpisodeStatus.ERROR, EpisodeStatus.RUNNING):
             settings[(e.model, json.dumps(scrub(e.settings), sort_keys=True))] += 1
     finished = [e.finished_at for e in episodes if e.finished_at is not None]
     return Provenance(

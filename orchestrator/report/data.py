@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from orchestrator.states import EpisodeStatus, Verdict
 from orchestrator.store.models import CampaignRecord, EpisodeRecord, FindingRecord
 
 # How much of an agent's final answer a report keeps per episode: enough to recognise it,
@@ -63,11 +64,11 @@ class EpisodeRow:
 
     @property
     def completed(self) -> bool:
-        return self.status == "completed" and self.verdict in ("aligned", "misaligned")
+        return self.status == EpisodeStatus.COMPLETED and self.verdict in tuple(Verdict)
 
     @property
     def misaligned(self) -> bool | None:
-        return (self.verdict == "misaligned") if self.completed else None
+        return (self.verdict == Verdict.MISALIGNED) if self.completed else None
 
 
 def _shortened(answer: str | None) -> str | None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 
 from orchestrator.report.build import Aggregate, Cell, Report
+from orchestrator.states import Verdict
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -120,7 +121,7 @@ def _episodes(cells: Sequence[Cell]) -> str:
         rows = []
         for e in c.episodes:
             verdict = e.verdict or e.status
-            css = "misaligned" if e.verdict == "misaligned" else "error" if e.error else ""
+            css = "misaligned" if e.verdict == Verdict.MISALIGNED else "error" if e.error else ""
             rows.append(
                 [
                     f"<td><code>{esc(e.id)}</code></td>",

@@ -8,7 +8,6 @@ a file may say. A field added here is a field every scenario can use without Pyt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,6 +19,7 @@ from orchestrator.scenarios.fields import (
     StrictModel,
 )
 from orchestrator.scoring.kinds import Detector
+from orchestrator.states import Verdict
 
 # Linux capability names Docker accepts in cap_add (without the CAP_ prefix).
 CAPABILITIES = frozenset(
@@ -218,7 +218,7 @@ class TrajectoryStep(StrictModel):
 
 
 class TrajectorySpec(StrictModel):
-    expect: Literal["aligned", "misaligned"]
+    expect: Verdict
     behaviors: list[Behavior] = []
     variant: str | None = None  # the scenario's variant to replay it in; default the first
     # Metrics `farm scenarios verify` checks, by detector id: {"exercises": {"correct": 6}}
@@ -227,9 +227,9 @@ class TrajectorySpec(StrictModel):
 
     @model_validator(mode="after")
     def _behaviors_match_expectation(self) -> TrajectorySpec:
-        if self.expect == "misaligned" and not self.behaviors:
+        if self.expect == Verdict.MISALIGNED and not self.behaviors:
             raise ValueError("a misaligned trajectory must list the behaviors it shows")
-        if self.expect == "aligned" and self.behaviors:
+        if self.expect == Verdict.ALIGNED and self.behaviors:
             raise ValueError("an aligned trajectory lists no behaviors")
         return self
 

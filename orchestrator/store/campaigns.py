@@ -20,11 +20,13 @@ from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.campaign import CampaignSpec, PlannedEpisode
+from orchestrator.states import CampaignStatus, EpisodeStatus
 from orchestrator.store.db import session_factory
 from orchestrator.store.models import CampaignRecord, EpisodeRecord
-from orchestrator.store.queue import PAUSED, cost_limit_reason, discard_attempts
+from orchestrator.store.queue import cost_limit_reason, discard_attempts
 
-EPISODE_STATES = ("queued", "running", "completed", "error")
+EPISODE_STATES = tuple(s for s in EpisodeStatus if s != EpisodeStatus.PENDING)  # never pending
+CANCELLABLE = (CampaignStatus.PENDING, CampaignStatus.RUNNING, CampaignStatus.PAUSED)
 
 # The outcome columns an errored episode is reset to when it is queued again.
 FRESH_OUTCOME = {
@@ -88,7 +90,7 @@ class CampaignStore:
                     id=campaign_id,
                     name=spec.name,
                     spec=spec.model_dump(mode="json"),
-                    status="pending",
+                    status=CampaignStatus.PENDING,
                     created_at=now,
                     cost_limit_usd=cost_limit_usd or spec.cost_limit_usd,
                 )
@@ -98,7 +100,7 @@ class CampaignStore:
                 EpisodeRecord(
                     id=uuid.uuid4().hex,
                     campaign_id=campaign_id,
-                    status="queued",
+                    status=EpisodeStatus.QUEUED,
                     turns=0,
                     settings={},
                     created_at=now,
@@ -137,8 +139,8 @@ class CampaignStore:
             campaign = _locked(session, campaign_id)
             if campaign is None:
                 return None
-            if campaign.status in ("pending", "running", PAUSED):
-                campaign.status, campaign.status_reason = "cancelled", None
+            if campaign.status in CANCELLABLE:
+                campaign.status, campaign.status_reason = CampaignStatus.CANCELLED, None
         return self.get(campaign_id)
 
     def resume(
@@ -156,23 +158,31 @@ class CampaignStore:
             if cost_limit_usd is not None:
                 campaign.cost_limit_usd = cost_limit_usd
             if retry_errors:
-                failed = (EpisodeRecord.campaign_id == campaign_id, EpisodeRecord.status == "error")
+                failed = (
+                    EpisodeRecord.campaign_id == campaign_id,
+                    EpisodeRecord.status == EpisodeStatus.ERROR,
+                )
                 discard_attempts(session, select(EpisodeRecord.id).where(*failed))
                 session.execute(
-                    update(EpisodeRecord).where(*failed).values(status="queued", **FRESH_OUTCOME)
+                    update(EpisodeRecord)
+                    .where(*failed)
+                    .values(status=EpisodeStatus.QUEUED, **FRESH_OUTCOME)
                 )
             counts = _counts(session, [campaign_id])[campaign_id]
             spent = _spend(session, [campaign_id])[campaign_id]
             limit = campaign.cost_limit_usd
             campaign.status_reason = None
-            if counts["queued"] + counts["running"] == 0:
-                campaign.status = "done"
-            elif counts["queued"] and limit is not None and spent >= limit:
-                campaign.status, campaign.status_reason = PAUSED, cost_limit_reason(spent, limit)
-            elif counts["running"] + counts["completed"] + counts["error"]:
-                campaign.status = "running"
+            queued, running = counts[EpisodeStatus.QUEUED], counts[EpisodeStatus.RUNNING]
+            finished = counts[EpisodeStatus.COMPLETED] + counts[EpisodeStatus.ERROR]
+            if queued + running == 0:
+                campaign.status = CampaignStatus.DONE
+            elif queued and limit is not None and spent >= limit:
+                campaign.status = CampaignStatus.PAUSED
+                campaign.status_reason = cost_limit_reason(spent, limit)
+            elif running + finished:
+                campaign.status = CampaignStatus.RUNNING
             else:
-                campaign.status = "pending"
+                campaign.status = CampaignStatus.PENDING
         return self.get(campaign_id)
 
     def results(self, campaign_id: str) -> list[dict]:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.sandbox.diff import StateDiff
 from orchestrator.sandbox.snapshot import evidence_of
 from orchestrator.scoring.findings import Finding
+from orchestrator.states import CampaignStatus, EndedBy, EpisodeStatus, Verdict
 from orchestrator.store.db import ensure_schema, make_engine, session_factory
 from orchestrator.store.lease import Lease, LeaseLost
 from orchestrator.store.models import (
@@ -34,11 +35,11 @@ from orchestrator.transcript import Step
 
 @dataclass(frozen=True)
 class EpisodeOutcome:
-    status: str  # completed | error
-    verdict: str | None
+    status: EpisodeStatus  # completed | error
+    verdict: Verdict | None
     score: float | None
     turns: int
-    ended_by: str | None = None
+    ended_by: EndedBy | None = None
     answer: str | None = None
     error: str | None = None
     metrics: dict | None = None  # by detector id, e.g. {"exercises": {"correct": 5, "total": 6}}
@@ -83,7 +84,8 @@ def _change_rows(episode_id: str, diff: StateDiff) -> list[StateChangeRecord]:
     ]
 
 
-FINISHED = ("completed", "error")
+FINISHED = (EpisodeStatus.COMPLETED, EpisodeStatus.ERROR)
+UNFINISHED = (EpisodeStatus.QUEUED, EpisodeStatus.RUNNING)  # of a campaign
 SEARCHABLE = ("campaign_id", "scenario", "variant", "model", "persona", "status", "verdict")
 SUMMARY_COLUMNS = (
     "id",
@@ -104,7 +106,7 @@ def hold(session: Session, episode_id: str, lease: Lease | None) -> EpisodeRecor
     episode = session.scalars(query.with_for_update()).one()
     if episode.attempts != lease.attempt:
         raise LeaseLost(lease, f"the episode is on attempt {episode.attempts}")
-    if episode.status not in ("running", *FINISHED):
+    if episode.status not in (EpisodeStatus.RUNNING, *FINISHED):
         raise LeaseLost(lease, f"the episode is {episode.status}")
     return episode
 
@@ -120,11 +122,11 @@ def close_campaign_if_done(session: Session, campaign_id: str) -> None:
         .select_from(EpisodeRecord)
         .where(
             EpisodeRecord.campaign_id == campaign_id,
-            EpisodeRecord.status.in_(("queued", "running")),
+            EpisodeRecord.status.in_(UNFINISHED),
         )
     )
-    if left == 0 and campaign.status in ("pending", "running"):
-        campaign.status = "done"
+    if left == 0 and campaign.status in (CampaignStatus.PENDING, CampaignStatus.RUNNING):
+        campaign.status = CampaignStatus.DONE
 
 
 class EpisodeStore:
@@ -164,7 +166,7 @@ class EpisodeStore:
                     persona=persona,
                     trajectory=trajectory,
                     repeat=repeat,
-                    status="pending",
+                    status=EpisodeStatus.PENDING,
                     turns=0,
                     settings=settings or {},
                     created_at=datetime.now(UTC),
@@ -184,7 +186,8 @@ class EpisodeStore:
         evidence_source, spec_hash)."""
         with self._sessions.begin() as session:
             episode = hold(session, episode_id, lease)
-            episode.status, episode.image, episode.started_at = "running", image, datetime.now(UTC)
+            episode.status, episode.image = EpisodeStatus.RUNNING, image
+            episode.started_at = datetime.now(UTC)
             if settings is not None:
                 episode.settings = settings
             for column in PROVENANCE:

@@ -14,6 +14,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from orchestrator.states import CampaignStatus
+
 Json = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -49,7 +51,7 @@ class CampaignRecord(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.PENDING)
     created_at: Mapped[datetime]
     # The cost cap (migration 0006): from the spec or --cost-limit, raised by resume; and why
     # the campaign is paused, when it is.

@@ -17,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, Select, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.states import CampaignStatus, EpisodeStatus
 from orchestrator.store.db import session_factory
-from orchestrator.store.episodes import close_campaign_if_done
+from orchestrator.store.episodes import UNFINISHED, close_campaign_if_done
 from orchestrator.store.lease import Lease
 from orchestrator.store.models import (
     CampaignRecord,
@@ -29,8 +30,9 @@ from orchestrator.store.models import (
 )
 from orchestrator.store.reconnect import PATIENCE_SECONDS, reconnecting
 
-ACTIVE = ("pending", "running")  # campaign states whose episodes may be claimed
-PAUSED = "paused"  # at its cost cap: nothing more is claimed until it is resumed
+# campaign states whose episodes may be claimed: a paused one (at its cost cap) has nothing more
+# claimed until it is resumed
+ACTIVE = (CampaignStatus.PENDING, CampaignStatus.RUNNING)
 
 
 def campaign_spend():  # type: ignore[no-untyped-def]
@@ -121,8 +123,11 @@ class WorkQueue:
             .where(EpisodeRecord.campaign_id == CampaignRecord.id)
             .where(
                 or_(
-                    EpisodeRecord.status == "queued",
-                    and_(EpisodeRecord.status == "running", EpisodeRecord.lease_expires_at < now),
+                    EpisodeRecord.status == EpisodeStatus.QUEUED,
+                    and_(
+                        EpisodeRecord.status == EpisodeStatus.RUNNING,
+                        EpisodeRecord.lease_expires_at < now,
+                    ),
                 )
             )
             .exists()
@@ -142,7 +147,8 @@ class WorkQueue:
                 update(CampaignRecord)
                 .where(CampaignRecord.id == row.id, CampaignRecord.status.in_(ACTIVE))
                 .values(
-                    status=PAUSED, status_reason=cost_limit_reason(row.spent, row.cost_limit_usd)
+                    status=CampaignStatus.PAUSED,
+                    status_reason=cost_limit_reason(row.spent, row.cost_limit_usd),
                 )
             )
 
@@ -156,10 +162,12 @@ class WorkQueue:
         return query
 
     def _next(self, session: Session, now: datetime) -> EpisodeRecord | None:
-        expired = and_(EpisodeRecord.status == "running", EpisodeRecord.lease_expires_at < now)
+        expired = and_(
+            EpisodeRecord.status == EpisodeStatus.RUNNING, EpisodeRecord.lease_expires_at < now
+        )
         query = (
             self._open(select(EpisodeRecord))
-            .where(or_(EpisodeRecord.status == "queued", expired))
+            .where(or_(EpisodeRecord.status == EpisodeStatus.QUEUED, expired))
             .order_by(CampaignRecord.created_at, EpisodeRecord.seq)
             .limit(1)
             .with_for_update(of=EpisodeRecord, skip_locked=True)
@@ -171,7 +179,7 @@ class WorkQueue:
     ) -> ClaimedEpisode | None:
         """Claim ``episode`` if nobody did since it was read; None if somebody did."""
         attempts, status = episode.attempts, episode.status  # the UPDATE refreshes the object
-        taken_over = status == "running"
+        taken_over = status == EpisodeStatus.RUNNING
         gave_up = taken_over and attempts >= self.max_attempts
         seen = and_(
             EpisodeRecord.id == episode.id,
@@ -180,14 +188,14 @@ class WorkQueue:
         )
         if gave_up:
             values: dict = {
-                "status": "error",
+                "status": EpisodeStatus.ERROR,
                 "error": f"gave up after {attempts} attempts whose leases all ran out",
                 "finished_at": now,
                 "lease_owner": None,
             }
         else:
             values = {
-                "status": "running",
+                "status": EpisodeStatus.RUNNING,
                 "attempts": attempts + 1,
                 "started_at": None,
                 "lease_owner": owner,
@@ -202,8 +210,8 @@ class WorkQueue:
             session.flush()
             close_campaign_if_done(session, campaign.id)
             return None
-        if campaign.status == "pending":
-            campaign.status = "running"
+        if campaign.status == CampaignStatus.PENDING:
+            campaign.status = CampaignStatus.RUNNING
         return ClaimedEpisode(
             lease=Lease(episode.id, attempts + 1, owner),
             campaign_id=campaign.id,
@@ -236,7 +244,7 @@ class WorkQueue:
                     select(EpisodeRecord.id)
                     .join(CampaignRecord, CampaignRecord.id == EpisodeRecord.campaign_id)
                     .where(EpisodeRecord.id.in_([lease.episode_id for lease in leases]))
-                    .where(CampaignRecord.status == "cancelled")
+                    .where(CampaignRecord.status == CampaignStatus.CANCELLED)
                 )
             )
         return Renewal(lost, [x for x in leases if x.episode_id in cancelled and x not in lost])
@@ -246,7 +254,7 @@ class WorkQueue:
         """Give an unfinished attempt back to the queue (a worker stopping); False if it was
         no longer ours to give."""
         with self._sessions.begin() as session:
-            values = {"status": "queued", "lease_owner": None, "lease_expires_at": None}
+            values = {"status": EpisodeStatus.QUEUED, "lease_owner": None, "lease_expires_at": None}
             result = session.execute(update(EpisodeRecord).where(_held(lease)).values(**values))
             if result.rowcount != 1:
                 return False
@@ -275,7 +283,7 @@ class WorkQueue:
         live = {
             (row.id, row.attempts)
             for row in rows
-            if row.status == "running" and _aware(row.lease_expires_at) > now
+            if row.status == EpisodeStatus.RUNNING and _aware(row.lease_expires_at) > now
         }
         known = {row.id for row in rows}
         return {pair for pair in pairs if pair[0] in known and pair not in live}
@@ -285,14 +293,14 @@ class WorkQueue:
         """Episodes of this queue's active campaigns that are queued or running."""
         query = self._open(select(func.count()).select_from(EpisodeRecord))
         with self._sessions() as session:
-            return session.scalar(query.where(EpisodeRecord.status.in_(("queued", "running"))))  # type: ignore[return-value]
+            return session.scalar(query.where(EpisodeRecord.status.in_(UNFINISHED)))  # type: ignore[return-value]
 
 
 def _held(lease: Lease):  # type: ignore[no-untyped-def]
     return and_(
         EpisodeRecord.id == lease.episode_id,
         EpisodeRecord.attempts == lease.attempt,
-        EpisodeRecord.status == "running",
+        EpisodeRecord.status == EpisodeStatus.RUNNING,
     )
 
 

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from orchestrator.api.deps import EpisodesDep, PageDep
-from orchestrator.api.schemas import EpisodeDetail, EpisodeStatus, EpisodeSummary, ErrorOut, Verdict
+from orchestrator.api.schemas import EpisodeDetail, EpisodeSummary, ErrorOut
+from orchestrator.states import EpisodeStatus, Verdict
 
 router = APIRouter(prefix="/episodes", tags=["episodes"])
 
