@@ -43,7 +43,7 @@ fuzz: $(BIN)/farm
 # Postgres. Under a minute; `make test` runs all of it again beside the real-engine suite.
 UNIT := tests/test_memory_tier.py tests/test_diff.py tests/test_kinds.py tests/test_verdict.py \
 	tests/test_specs.py tests/test_store.py tests/test_queue.py tests/test_cms.py \
-	tests/test_accounting.py tests/test_cost_cap.py tests/test_detectors.py
+	tests/test_accounting.py tests/test_cost_cap.py tests/test_detectors.py tests/test_hardening.py
 
 unit: lint
 	DOCKER_HOST=unix:///nonexistent FARM_TEST_POSTGRES_URL= $(BIN)/pytest -q \

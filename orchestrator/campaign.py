@@ -26,7 +26,7 @@ from orchestrator.agents.generation import GenerationSettings
 from orchestrator.agents.registry import campaign_model_problem
 from orchestrator.config import Settings
 from orchestrator.scenarios.loader import Scenario, load_model
-from orchestrator.scenarios.spec import PersonaSpec
+from orchestrator.scenarios.spec import MAX_EPISODE_SECONDS, PersonaSpec
 
 MAX_EPISODES = 100_000
 # Entries a campaign's lists may have: far more than the catalogue holds, few enough that
@@ -98,6 +98,11 @@ class CampaignSpec(BaseModel):
     repeats: int = Field(default=1, ge=1, le=1000, strict=True)
     generation: GenerationSettings = GenerationSettings()
     token_budget: int | None = Field(default=None, gt=0, strict=True)
+    # Each episode's wall clock (ended_by wall_clock, scored); the scenario's and
+    # FARM_MAX_EPISODE_SECONDS apply too, the smallest wins.
+    max_episode_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_EPISODE_SECONDS, strict=True
+    )
     # Past this many characters of conversation, old tool outputs are elided in what the
     # model is sent (orchestrator/agents/context.py); None: FARM_CONTEXT_ELIDE_CHARS.
     context_elide_chars: int | None = Field(default=None, gt=0, strict=True)

@@ -19,7 +19,7 @@ from orchestrator.agents.generation import GenerationSettings
 from orchestrator.agents.registry import make_provider
 from orchestrator.agents.scripted import ScriptedProvider
 from orchestrator.config import Settings
-from orchestrator.episode import EpisodeRequest
+from orchestrator.episode import EpisodeRequest, episode_seconds
 from orchestrator.scenarios.loader import Scenario, SpecError
 from orchestrator.scenarios.spec import PersonaSpec
 
@@ -42,6 +42,8 @@ class Cell:
     base_url: str | None = None
     generation: GenerationSettings | None = None
     token_budget: int | None = None  # None: the setting
+    max_episode_seconds: float | None = None  # the campaign's; the smallest of it, the
+    # scenario's and the setting's applies
     context_elide_chars: int | None = None  # None: the setting
 
 
@@ -88,5 +90,6 @@ def build_request(
         campaign_id=cell.campaign_id,
         repeat=cell.repeat,
         token_budget=cell.token_budget or settings.token_budget,
+        max_episode_seconds=episode_seconds(cell.max_episode_seconds, scenario, settings),
         context_elide_chars=cell.context_elide_chars,
     )

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     endpoints: dict[str, Endpoint] = {}
     # Defaults for every episode; farm run's flags override them field by field.
     generation: GenerationSettings = GenerationSettings()
+    # The longest an episode's agent loop may run, wall clock: it ends cleanly (ended_by
+    # wall_clock) and is scored; a command running then gets only what is left as its
+    # timeout. A scenario's or campaign's max_episode_seconds may lower it; the smallest wins.
+    max_episode_seconds: float = Field(default=3600.0, gt=0)
     # Ends an episode cleanly (ended_by token_budget) once its input + output tokens reach this.
     token_budget: int | None = Field(default=None, gt=0)
     # The context policy (orchestrator/agents/context.py), off when None: once the conversation

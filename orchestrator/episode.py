@@ -63,6 +63,9 @@ class EpisodeRequest:
     # Elide old tool outputs past this many characters (orchestrator/agents/context.py);
     # None: FARM_CONTEXT_ELIDE_CHARS, which is off unless set.
     context_elide_chars: int | None = None
+    # The agent loop's wall clock (ended_by wall_clock); run_episode applies the smallest of
+    # this, the scenario's and FARM_MAX_EPISODE_SECONDS.
+    max_episode_seconds: float | None = None
 
     @property
     def context_policy(self) -> ContextPolicy | None:
@@ -71,11 +74,21 @@ class EpisodeRequest:
 
     def recorded_settings(self) -> dict:
         """How the model was run, for the episode row: model, base URL, generation settings
-        (never the key), the token budget and the context policy when they are on."""
+        (never the key), the token budget, the context policy and the wall clock when they
+        are on."""
         budget = {} if self.token_budget is None else {"token_budget": self.token_budget}
         policy = self.context_policy
         context = {} if policy is None else {"context_policy": policy.record()}
-        return {**self.provider.describe(), **budget, **context}
+        seconds = self.max_episode_seconds
+        clock = {} if seconds is None else {"max_episode_seconds": seconds}
+        return {**self.provider.describe(), **budget, **context, **clock}
+
+
+def episode_seconds(asked: float | None, scenario: Scenario, settings: Settings) -> float:
+    """An episode's wall clock: the smallest of what its campaign (or caller) asked, its
+    scenario's ``max_episode_seconds`` and FARM_MAX_EPISODE_SECONDS."""
+    limits = (asked, scenario.spec.max_episode_seconds, settings.max_episode_seconds)
+    return min(s for s in limits if s is not None)
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,8 @@ def run_episode(
     episode_id = lease.episode_id if lease else episode_id or uuid.uuid4().hex
     if request.context_elide_chars is None and settings.context_elide_chars is not None:
         request = dataclasses.replace(request, context_elide_chars=settings.context_elide_chars)
+    seconds = episode_seconds(request.max_episode_seconds, request.scenario, settings)
+    request = dataclasses.replace(request, max_episode_seconds=seconds)
     spec = request.scenario.spec
     variant = request.scenario.variant(request.variant)
     task = f"{spec.task.rstrip()}\n\n{variant.task_suffix}" if variant.task_suffix else spec.task
@@ -233,6 +248,7 @@ def run_episode(
                 on_step=keep,
                 token_budget=request.token_budget,
                 context_policy=request.context_policy,
+                max_seconds=seconds,
             )
             before = baseline.result()
             # a process the last command signalled may still be on its way out

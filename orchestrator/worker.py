@@ -283,6 +283,7 @@ class Worker:
             repeat=claimed.repeat,
             generation=GenerationSettings(**spec.get("generation") or {}),
             token_budget=spec.get("token_budget"),
+            max_episode_seconds=spec.get("max_episode_seconds"),
             context_elide_chars=spec.get("context_elide_chars"),  # None: the setting
         )
         return build_request(

@@ -1,12 +1,18 @@
 """The agent loop: persona and task in, tool calls relayed into the sandbox, steps out.
 
 It stops at ``submit``, after ``max_turns`` assistant turns, once the model's tokens
-(input + output) reach ``token_budget`` (the turn that crosses the budget still runs), or when
-the server refuses a turn because the conversation outgrew the model's context window. All
-of these are the model's own limits: the episode ends cleanly between turns and is scored like
-any other, also when the very first request is refused (the task alone does not fit the
-window: an episode of no turns, ``ended_by: context_limit``, which the analyst can see and
-filter, rather than an infrastructure error that hides the model's limit).
+(input + output) reach ``token_budget`` (the turn that crosses the budget still runs), when
+the server refuses a turn because the conversation outgrew the model's context window, or
+once ``max_seconds`` of wall clock have passed since the loop started. All of these are the
+model's own limits or the deployer's: the episode ends cleanly and is scored like any other,
+also when the very first request is refused (the task alone does not fit the window: an
+episode of no turns, ``ended_by: context_limit``, which the analyst can see and filter,
+rather than an infrastructure error that hides the model's limit).
+
+The wall clock is checked before each model request and after each command, and a command
+gets at most what is left of it as its timeout. A model request in flight is not cut short
+(the provider's own timeout bounds it); a command the model asks for once nothing is left is
+recorded, not run (timed out, no exit status), and ends the episode.
 
 A turn without a tool call (including one cut off by the per-turn output limit) is nudged.
 With a ``context_policy`` (orchestrator/agents/context.py) old tool outputs are elided in what
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +47,9 @@ from orchestrator.transcript import Step
 
 OnStep = Callable[[Step], None]
 log = logging.getLogger("farm.loop")
+# Less than this left on the wall clock is none: no command is started with it.
+_LEAST_SECONDS = 0.01
+NOT_RUN = "Not run: the episode's time limit was reached."
 
 
 @dataclass(frozen=True)
@@ -50,12 +60,27 @@ class LoopResult:
     answer: str | None
 
 
+class _Clock:
+    """The episode's wall clock: ``seconds`` from when it was made (None: no limit)."""
+
+    def __init__(self, seconds: float | None):
+        self._deadline = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def out(self) -> bool:
+        left = self.left()
+        return left is not None and left < _LEAST_SECONDS
+
+
 class _Relay:
     """Executes one tool call and describes the outcome as a step."""
 
-    def __init__(self, sandbox: Sandbox, command_timeout: float):
+    def __init__(self, sandbox: Sandbox, command_timeout: float, clock: _Clock):
         self.sandbox = sandbox
         self.command_timeout = command_timeout
+        self.clock = clock
 
     def run(self, call: ToolCall, step: Step) -> str:
         """Fill ``step`` from the call's outcome and return the tool result for the model."""
@@ -75,8 +100,13 @@ class _Relay:
         if call.name == "submit":
             step.kind, step.answer = "submit", value
             return "Submitted."
-        result = self.sandbox.exec(value, self.command_timeout)
         step.kind, step.command = "bash", value
+        left = self.clock.left()
+        if left is not None and left < _LEAST_SECONDS:
+            step.timed_out = True
+            return NOT_RUN
+        timeout = self.command_timeout if left is None else min(self.command_timeout, left)
+        result = self.sandbox.exec(value, timeout)
         step.stdout, step.stderr, step.exit_code = result.stdout, result.stderr, result.exit_code
         step.timed_out, step.truncated = result.timed_out, result.truncated
         return result.for_model()
@@ -111,8 +141,10 @@ def run_agent(
     on_step: OnStep = lambda step: None,
     token_budget: int | None = None,
     context_policy: ContextPolicy | None = None,
+    max_seconds: float | None = None,
 ) -> LoopResult:
-    relay = _Relay(sandbox, command_timeout)
+    clock = _Clock(max_seconds)
+    relay = _Relay(sandbox, command_timeout, clock)
     pending = _Escalations(escalations)
     messages = [Message("system", system_prompt), Message("user", task)]
     steps: list[Step] = []
@@ -140,6 +172,8 @@ def run_agent(
     for turn in range(1, max_turns + 1):
         if token_budget is not None and tokens >= token_budget:
             return LoopResult(steps, turn - 1, EndedBy.TOKEN_BUDGET, None)
+        if clock.out():
+            return LoopResult(steps, turn - 1, EndedBy.WALL_CLOCK, None)
         sent = context_policy.apply(messages) if context_policy else messages
         try:
             reply = provider.next_turn(sent, TOOLS)
@@ -163,6 +197,9 @@ def run_agent(
             on_step(step)
             if step.kind == "submit":
                 return LoopResult(steps, turn, EndedBy.SUBMIT, step.answer)
+            if step.kind == "bash" and clock.out():
+                log.info("the wall clock ran out at turn %d", turn)
+                return LoopResult(steps, turn, EndedBy.WALL_CLOCK, None)
             commands += [step.command] if step.command else []
         for escalation in pending.due(turn, commands):
             inject(turn, escalation.message)

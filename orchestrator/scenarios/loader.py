@@ -7,6 +7,7 @@ scenario author can fix a typo without reading a pydantic traceback.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -123,12 +124,35 @@ def load_scenario(directory: Path, images_dir: Path | None = None) -> Scenario:
             f"Dockerfile (got {spec.image!r})"
         )
     for i, variant in enumerate(spec.variants):
-        if variant.files and not (directory / variant.files).is_dir():
-            raise SpecError(
-                f"{path}: field `variants.{i}.files`: expected a folder "
-                f"{directory / variant.files} (got {variant.files!r})"
-            )
+        if variant.files:
+            _check_variant_files(path, f"variants.{i}.files", directory, variant.files)
     return Scenario(spec=spec, directory=directory)
+
+
+def _check_variant_files(path: Path, field: str, directory: Path, files: str) -> None:
+    """A variant's folder is laid over the box's root: it must be a real folder inside the
+    scenario's, with no symlink on the way to it or in it (a link's target, a host file,
+    would be copied into the box)."""
+
+    def refuse(problem: str) -> SpecError:
+        return SpecError(f"{path}: field `{field}`: {problem} (got {files!r})")
+
+    folder = directory / files
+    parts = Path(files).parts
+    for step in (directory.joinpath(*parts[:k]) for k in range(1, len(parts) + 1)):
+        if step.is_symlink():
+            raise refuse(f"{step} is a symlink; the files must be in the scenario's folder")
+    if not folder.resolve().is_relative_to(directory.resolve()):
+        raise refuse(f"{folder} resolves outside the scenario's folder {directory}")
+    if not folder.is_dir():
+        raise refuse(f"expected a folder {folder}")
+    for root, dirs, names in os.walk(folder):
+        for name in sorted(dirs + names):
+            if (Path(root) / name).is_symlink():
+                raise refuse(
+                    f"{Path(root) / name} is a symlink; a variant's files may hold no "
+                    "symlinks (its target would be copied from the host): copy the file in"
+                )
 
 
 def load_scenarios(environments_dir: Path, images_dir: Path | None = None) -> dict[str, Scenario]:

@@ -8,8 +8,9 @@ a file may say. A field added here is a field every scenario can use without Pyt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.paths import under
 from orchestrator.scenarios.fields import (
@@ -67,6 +68,22 @@ CAPABILITIES = frozenset(
         "WAKE_ALARM",
     ]
 )
+# What a scenario may grant: what start scripts need to hand files to their services' users
+# and drop to them, signal them and bind low ports. Nothing that reaches past the box or
+# around its permission checks (SYS_ADMIN, SYS_PTRACE, SYS_MODULE, DAC_READ_SEARCH, NET_ADMIN,
+# MKNOD...): the agent in the box is hostile by design.
+ALLOWED_CAPABILITIES = (
+    "SETUID",
+    "SETGID",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "KILL",
+    "NET_BIND_SERVICE",
+)
+# The longest an episode may be asked to take, a day: its wall clock, and its commands in all
+# (max_turns x command_timeout).
+MAX_EPISODE_SECONDS = 24 * 3600
 
 
 class Escalation(StrictModel):
@@ -103,6 +120,18 @@ class VariantSpec(StrictModel):
     task_suffix: str | None = None
     escalations: list[Escalation] = []
 
+    @field_validator("files")
+    @classmethod
+    def _relative_inside(cls, files: str | None) -> str | None:
+        """The loader checks the resolved folder and its symlinks; this refuses what no
+        folder can make acceptable."""
+        if files is not None and (files.startswith("/") or ".." in PurePosixPath(files).parts):
+            raise ValueError(
+                "must be a folder inside the scenario's folder, written relative to it, "
+                "without `..` (e.g. variants/threat)"
+            )
+        return files
+
 
 class Oversight(StrictModel):
     """Everything the scenario's oversight machinery reads or needs to do its job, read from
@@ -125,6 +154,10 @@ class ScenarioSpec(StrictModel):
     category: Behavior
     description: str
     image: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    # Whether the agent may run as root. A risk: root in the box undoes whatever the box
+    # set up as root (the oversight, the evidence's pristine copies' owners...) and is one
+    # step closer to the host; without this, `user: root` is refused.
+    allow_root: bool = False
     user: str = "agent"
     workdir: str = "/home/agent"
     # What the box calls itself; a plausible name, never one that says "test" or "farm".
@@ -132,6 +165,11 @@ class ScenarioSpec(StrictModel):
     task: str
     max_turns: int = Field(default=30, ge=1, le=500)
     command_timeout: float = Field(default=60.0, gt=0, le=3600)
+    # The episode's wall clock, from the agent loop's start: once it has passed, the episode
+    # ends (ended_by wall_clock) and is scored. The campaign's and FARM_MAX_EPISODE_SECONDS
+    # apply too; the smallest wins.
+    max_episode_seconds: float | None = Field(default=None, gt=0, le=MAX_EPISODE_SECONDS)
+    # Granted to the box (the rest are dropped); only ALLOWED_CAPABILITIES.
     capabilities: list[str] = []
     # A file the image's start script creates once its fake services run; the baseline
     # snapshot waits for it so that it sees them.
@@ -157,11 +195,43 @@ class ScenarioSpec(StrictModel):
 
     @field_validator("capabilities")
     @classmethod
-    def _known_capabilities(cls, caps: list[str]) -> list[str]:
-        unknown = [c for c in caps if c.upper().removeprefix("CAP_") not in CAPABILITIES]
+    def _allowed_capabilities(cls, caps: list[str]) -> list[str]:
+        names = [c.upper().removeprefix("CAP_") for c in caps]
+        allowed = ", ".join(ALLOWED_CAPABILITIES)
+        unknown = [c for c, n in zip(caps, names, strict=True) if n not in CAPABILITIES]
         if unknown:
-            raise ValueError(f"unknown capabilities {unknown}; use names like SETUID, CHOWN, KILL")
-        return [c.upper().removeprefix("CAP_") for c in caps]
+            raise ValueError(f"unknown capabilities {unknown}; a scenario may grant {allowed}")
+        refused = [c for c, n in zip(caps, names, strict=True) if n not in ALLOWED_CAPABILITIES]
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)} may not be granted: a scenario may grant only "
+                f"{allowed}; remove the others"
+            )
+        return names
+
+    @field_validator("user")
+    @classmethod
+    def _root_only_if_allowed(cls, user: str, info: ValidationInfo) -> str:
+        name = user.split(":")[0]
+        root = name in ("", "root") or (name.isdigit() and int(name) == 0)
+        if root and not info.data.get("allow_root"):
+            raise ValueError(
+                "the agent runs as root only if the scenario also says `allow_root: true` "
+                "(a risk: see the README's Writing a scenario); name an unprivileged user "
+                "such as agent"
+            )
+        return user
+
+    @field_validator("command_timeout")
+    @classmethod
+    def _bounded_in_all(cls, timeout: float, info: ValidationInfo) -> float:
+        turns = info.data.get("max_turns")
+        if turns is not None and turns * timeout > MAX_EPISODE_SECONDS:
+            raise ValueError(
+                f"max_turns x command_timeout is {turns * timeout:g} s, more than a day "
+                f"({MAX_EPISODE_SECONDS} s); lower one of them"
+            )
+        return timeout
 
     @field_validator("watch", "workdir", "ready_file")
     @classmethod
