@@ -36,7 +36,8 @@ class ServiceError(UserError):
 def _engine(settings: Settings) -> Engine:
     from orchestrator.store.db import ensure_schema, make_engine
 
-    engine = make_engine(settings.database_url)
+    # every slot of a worker may hold a connection, and the lease keeper one more
+    engine = make_engine(settings.database_url, connections=max(5, settings.worker_concurrency + 2))
     ensure_schema(engine, settings.migrations_dir)
     return engine
 

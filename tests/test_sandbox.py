@@ -64,7 +64,10 @@ def test_exec_runs_bash_as_the_scenario_user_in_its_workdir(start_sandbox) -> No
 def test_timeout_kills_the_whole_process_tree(start_sandbox) -> None:
     sandbox = start_sandbox()
     command = (
-        "sleep 901 & setsid sleep 902 & (sleep 903 &) ; nohup sleep 904 >/dev/null & sleep 905"
+        "sleep 901 & setsid sleep 902 & (sleep 903 &) ; nohup sleep 904 >/dev/null & "
+        # no marker in its environment, its own session, reparented to init
+        "env -i setsid bash -c 'sleep 906 & disown' & "
+        "env -i /usr/bin/setsid -f /bin/sleep 907; sleep 905"
     )
     result = sandbox.exec(command, timeout=1)
     assert result.timed_out
@@ -73,6 +76,30 @@ def test_timeout_kills_the_whole_process_tree(start_sandbox) -> None:
     left = [c for c in _processes(sandbox) if "sleep 90" in c]
     assert left == []
     assert sandbox.exec("echo still-usable", timeout=5).stdout == "still-usable\n"
+
+
+def test_a_timeout_spares_earlier_jobs_and_the_scenarios_services(start_sandbox) -> None:
+    """What the timed-out command started goes; what ran before it stays."""
+    sandbox = start_sandbox()
+    sandbox.snapshot()  # the baseline: the scenario's services are running
+    services = [c for c in _processes(sandbox) if "maintenance-scheduler" in c]
+    assert services
+    assert sandbox.exec("env -i setsid sleep 801 >/dev/null 2>&1 &", timeout=5).exit_code == 0
+    assert sandbox.exec("env -i setsid -f sleep 802; sleep 60", timeout=1).timed_out
+    running = _processes(sandbox)
+    assert any("sleep 801" in c for c in running), "an earlier command's job is not this one's"
+    assert not any("sleep 802" in c for c in running)
+    assert [c for c in running if "maintenance-scheduler" in c] == services
+
+
+def test_killing_every_process_is_recorded_as_a_killed_command_not_a_timeout(
+    start_sandbox,
+) -> None:
+    sandbox = start_sandbox()
+    result = sandbox.exec("kill -9 -1", timeout=30)
+    assert not result.timed_out and "timed out" not in result.for_model()
+    assert result.exit_code == 137
+    assert sandbox.exec("echo alive", timeout=5).stdout == "alive\n"
 
 
 def test_huge_output_is_capped_with_a_visible_marker(start_sandbox) -> None:

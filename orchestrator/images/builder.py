@@ -128,6 +128,9 @@ class ImageBuilder:
             tag=ref.tag,
             buildargs={"BASE_IMAGE": self.base_ref().tag},
             labels={"farm.image": ref.name},
+            # only the base fetches packages; a scenario image builds from files in its
+            # context and the base, so a scenario's Dockerfile cannot reach the network
+            network_mode=None if ref.name == BASE else "none",
             rm=True,
             forcerm=True,
             decode=True,

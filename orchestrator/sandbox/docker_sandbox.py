@@ -23,6 +23,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.models.containers import Container
 
 from orchestrator.sandbox.base import (
@@ -53,6 +54,9 @@ from orchestrator.sandbox.snapshot import (
 from orchestrator.sandbox.tree import NotReadableHere, read_file, read_tree
 from orchestrator.states import EvidenceSource
 
+# What the engine's failures look like through the SDK: its own errors, and the transport's
+# (a read timeout of an engine that hangs is a requests error, not a DockerException).
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 # timeout(1) exits 124 when it had to stop the command (137 if it then needed SIGKILL).
 _TIMEOUT_CODES = (124, 137)
 _KILL_AFTER_SECONDS = 2
@@ -61,38 +65,61 @@ _KILL_AFTER_SECONDS = 2
 _READY_WAIT_SECONDS = 90.0
 # Waits for the file "$0" without a fork per pass (read -t on a pipe that never writes is
 # bash's sleep), so the wait does not take CPU from the services it waits for.
-_WAIT_FOR_FILE = 'exec 3<> <(:); until [ -e "$0" ]; do read -t 0.02 -u 3; done; exit 0'
+# It then prints the box's uptime, which maps host time onto the kernel's process start times.
+_WAIT_FOR_FILE = (
+    'exec 3<> <(:); until [ -e "$0" ]; do read -t 0.02 -u 3; done; read -r up _ < /proc/uptime; '
+    'echo "$up"'
+)
 _PS_ARGS = "-o pid,ppid,uid,stat,ni,args"
 _SPOOL_BYTES = 32 * 1024 * 1024
 
 # Every exec carries a unique value in this variable, inherited by all it starts. The name is
 # one systemd gives services, so the agent's environment does not announce an evaluation.
 _MARKER = "INVOCATION_ID"
-# Kills what a timed-out command left behind even if it escaped timeout's process group
-# (setsid, daemonised children, a fork bomb whose first shell already exited): every process
-# still carrying the exec's marker, and its whole process group. Only bash builtins, so it
-# needs no fork of its own beyond the one shell, and repeated passes catch late forks.
+# Kills what the agent started since a moment ("$0", in clock ticks since boot, the kernel's
+# own accounting of when each process started): every process that started later and does not
+# descend from one that was already running (the scenario's services and their children), and
+# every process still carrying one of the given exec markers. The process table, not the
+# marker, is what decides: `env -i setsid ...` drops the marker, not its start time. It uses
+# only bash builtins, and repeats, so forks made during a pass are caught by the next.
 _SWEEP = r"""
+cutoff=$0
 declare -A want
-for m in "$0" "$@"; do want[$m]=1; done
+for m in "$@"; do want[$m]=1; done
+me=$$
 for pass in 1 2 3 4 5 6 7 8; do
-  found=0
+  declare -A parent=() started=()
   for d in /proc/[0-9]*; do
-    mapfile -d '' -t env 2>/dev/null < "$d/environ" || continue
-    for e in "${env[@]}"; do
-      if [[ -n "${want[$e]:-}" ]]; then
-        read -r _ _ _ _ pgid _ 2>/dev/null < "$d/stat"
-        [[ -n "$pgid" && "$pgid" != 0 && "$pgid" != 1 ]] && kill -9 -- "-$pgid" 2>/dev/null
-        kill -9 "${d#/proc/}" 2>/dev/null
-        found=1
-        break
-      fi
-    done
+    read -r line 2>/dev/null < "$d/stat" || continue
+    rest=${line##*) }
+    read -r -a f <<< "$rest"
+    parent[${d#/proc/}]=${f[1]}; started[${d#/proc/}]=${f[19]}
   done
+  found=0
+  for pid in "${!started[@]}"; do
+    [[ $pid == "$me" || $pid == 1 ]] && continue
+    doomed=0
+    if (( started[$pid] > cutoff )); then
+      doomed=1; p=${parent[$pid]}
+      while [[ -n $p && $p != 0 && $p != 1 ]]; do
+        if [[ $p == "$me" ]]; then doomed=0; break; fi
+        if (( ${started[$p]:-0} <= cutoff )); then doomed=0; break; fi
+        p=${parent[$p]}
+      done
+    fi
+    if (( ! doomed && ${#want[@]} )); then
+      mapfile -d '' -t env 2>/dev/null < "/proc/$pid/environ"
+      for e in "${env[@]}"; do [[ -n "${want[$e]:-}" ]] && { doomed=1; break; }; done
+    fi
+    if (( doomed )); then kill -9 "$pid" 2>/dev/null; found=1; fi
+  done
+  unset parent started
   [[ $found == 0 ]] && break
 done
 exit 0
 """
+# Linux reports process start times in USER_HZ ticks, 100 a second on every architecture.
+_TICKS_PER_SECOND = 100
 # Room the sweep gets above the pids limit, in case the command used up every pid.
 _SWEEP_PID_HEADROOM = 16
 # What bash and timeout(1) print when the container is out of pids.
@@ -160,6 +187,11 @@ class DockerEngine:
     remover: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="remove")
     )
+    # Boxes starting at once (create, start, the scenario's services, the ready file): past
+    # a few per core a start storm only queues for CPU, and the ready waits run out.
+    starting: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(2 * (os.cpu_count() or 1))
+    )
 
     def local(self, path: str) -> str:
         if self.data_root and path.startswith(self.data_root[0]):
@@ -176,6 +208,9 @@ class DockerSandbox(Sandbox):
         self.config = config
         self._closed = False
         self._markers: list[str] = []  # one per exec, oldest first
+        self._clock = (time.monotonic(), 0.0)  # (host moment, the box's uptime then)
+        self._since_baseline = time.monotonic()  # what started after it is the agent's
+        self._snapshotted = False
         self._pristine_dir: str | None = None
         self._layer: tuple[str, list[str]] | None = None  # (upper, lowers) on this host
         self._merged: str | None = None  # the box's root as this host sees it
@@ -188,6 +223,11 @@ class DockerSandbox(Sandbox):
     @classmethod
     def start(cls, config: SandboxConfig, engine: DockerEngine) -> DockerSandbox:
         """Create and start the container; if anything fails on the way, nothing is left."""
+        with engine.starting:
+            return cls._start(config, engine)
+
+    @classmethod
+    def _start(cls, config: SandboxConfig, engine: DockerEngine) -> DockerSandbox:
         client = engine.client
         labels = {"farm.owner": owner_label(), **config.labels()}
         try:
@@ -195,7 +235,8 @@ class DockerSandbox(Sandbox):
                 config.image,
                 detach=True,
                 labels=labels,
-                name=f"farm-{config.scenario_id}-{config.episode_id[:12]}",
+                # unique even for a retried episode whose old box is still being removed
+                name=f"farm-{config.scenario_id}-{config.episode_id[:12]}-{uuid.uuid4().hex[:6]}",
                 hostname=config.hostname,
                 network_mode="none",
                 security_opt=["no-new-privileges"],
@@ -212,7 +253,7 @@ class DockerSandbox(Sandbox):
             raise SandboxError(
                 f"image {config.image} is not built; run `farm images build {config.scenario_id}`"
             ) from exc
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise SandboxError(f"could not create the sandbox: {exc}") from exc
         sandbox = cls(engine, container, config)
         try:
@@ -221,13 +262,12 @@ class DockerSandbox(Sandbox):
                 container.put_archive("/", overlay)
             container.start()
             sandbox._choose_evidence()
-            if config.ready_file:
-                sandbox._wait_for(config.ready_file)
+            sandbox._wait_for(config.ready_file or "/")
             if config.pristine:
                 sandbox._keep_pristine()
         except BaseException as exc:
             sandbox.close()
-            if isinstance(exc, docker.errors.DockerException):
+            if isinstance(exc, ENGINE_ERRORS):
                 raise SandboxError(f"could not start the sandbox: {exc}") from exc
             raise
         return sandbox
@@ -265,10 +305,26 @@ class DockerSandbox(Sandbox):
         """One blocking exec as root that returns once the scenario created ``path`` (a
         bounded wait loop inside the box), instead of asking the engine every few ms."""
         argv = ["timeout", f"{_READY_WAIT_SECONDS:g}", "bash", "-c", _WAIT_FOR_FILE, path]
-        code, _ = self._container.exec_run(argv, user="root")
+        asked = time.monotonic()
+        code, output = self._container.exec_run(argv, user="root")
+        answered = time.monotonic()
         if code != 0:
             self._ensure_running()
             raise SandboxError(f"the scenario did not create its ready file {path} in time")
+        if self._layer is not None:
+            # the same host, so the same kernel: its own clock, with no round trip in it
+            with open("/proc/uptime", encoding="ascii") as uptime:
+                self._clock = (time.monotonic(), float(uptime.read().split()[0]))
+            return
+        try:  # a remote engine: the box's word, at the middle of the round trip
+            self._clock = ((asked + answered) / 2, float(output.split()[-1]))
+        except (ValueError, IndexError):
+            raise SandboxError(f"the box did not report its uptime: {output[-200:]!r}") from None
+
+    def _ticks(self, moment: float) -> int:
+        """A host ``time.monotonic()`` moment as the box's kernel counts process start times."""
+        host, box = self._clock
+        return int((box + moment - host) * _TICKS_PER_SECOND)
 
     def _ensure_running(self) -> None:
         try:
@@ -302,7 +358,7 @@ class DockerSandbox(Sandbox):
                 workdir=self.config.workdir,
                 environment={_MARKER: marker, "TERM": "dumb", **self._home_env()},
             )["Id"]
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise SandboxError(f"could not run a command in the sandbox: {exc}") from exc
 
         failure: list[BaseException] = []
@@ -324,20 +380,24 @@ class DockerSandbox(Sandbox):
         reader.join(timeout + _KILL_AFTER_SECONDS + self.config.exec_grace_seconds)
         abandoned = reader.is_alive()
         if abandoned:
-            self._sweep(marker)
+            self._sweep(started, marker)
             reader.join(self.config.exec_grace_seconds)
         if failure:
             self._ensure_running()
             raise SandboxError(f"lost the command's output stream: {failure[0]}")
         exit_code = None if abandoned else self._exit_code(exec_id)
-        timed_out = abandoned or exit_code in _TIMEOUT_CODES
+        elapsed = time.monotonic() - started
+        # 124/137 are timeout(1)'s only when the time was up: a command that killed its own
+        # shell and timeout with it (`kill -9 -1`) also ends in 137, early, and is recorded
+        # as what it was, a killed command
+        timed_out = abandoned or (exit_code in _TIMEOUT_CODES and elapsed >= timeout)
         if timed_out and not abandoned:
-            self._sweep(marker)
+            self._sweep(started, marker)
         errors = stderr.text()
         if _OUT_OF_PIDS.search(errors):
             # A fork bomb, or leftovers that used every pid: without this the box is wedged
             # for the rest of the episode. Background jobs of earlier commands go too.
-            self._sweep(*self._markers)
+            self._sweep(self._since_baseline, *self._markers)
             errors += f"\n{_OUT_OF_PIDS_NOTE}"
         return ExecResult(
             command=command,
@@ -356,25 +416,28 @@ class DockerSandbox(Sandbox):
     def _exit_code(self, exec_id: str) -> int | None:
         try:
             code = self._client.api.exec_inspect(exec_id).get("ExitCode")
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise SandboxError(f"could not read the command's exit code: {exc}") from exc
         if code is None:
             self._ensure_running()
         return code
 
-    def _sweep(self, *markers: str) -> None:
-        """Kill the processes of the given execs, from a shell that can always start.
+    def _sweep(self, since: float, *markers: str) -> None:
+        """Kill what was started in the box after ``since`` (a host moment) and is no service's,
+        and the processes of the given execs, from a shell that can always start.
 
         A command may have used every pid the container may have, which would stop any exec,
         so the limit is lifted a little for the sweep and put back after it.
         """
         self._set_pids_limit(self.config.pids_limit + _SWEEP_PID_HEADROOM)
+        argv = ["bash", "-c", _SWEEP, str(self._ticks(since))]
+        argv += [f"{_MARKER}={m}" for m in markers]
         try:
-            self._container.exec_run(
-                ["bash", "-c", _SWEEP, *(f"{_MARKER}={m}" for m in markers)],
-                user=self.config.user,
-            )
-        except docker.errors.DockerException:
+            # as the agent (root without CAP_KILL may not signal another user's processes),
+            # then as root, for what the agent started through sudo
+            for user in dict.fromkeys((self.config.user, "root")):
+                self._container.exec_run(argv, user=user)
+        except ENGINE_ERRORS:
             self._ensure_running()
         finally:
             self._set_pids_limit(self.config.pids_limit)
@@ -385,7 +448,7 @@ class DockerSandbox(Sandbox):
         url = api._url("/containers/{0}/update", self._container.id)
         try:
             api._result(api._post_json(url, data={"PidsLimit": limit}), True)
-        except docker.errors.DockerException:
+        except ENGINE_ERRORS:
             self._ensure_running()
 
     # -- snapshot -----------------------------------------------------------------------------
@@ -395,6 +458,8 @@ class DockerSandbox(Sandbox):
         test reads one moment both ways."""
         source = source or self.evidence_source
         host = self._merged if source == EvidenceSource.LAYER else None
+        if not self._snapshotted:  # the first snapshot is the baseline
+            self._since_baseline, self._snapshotted = time.monotonic(), True
         try:
             files: dict[str, FileState] = {}
             for root in self.config.watch:
@@ -406,7 +471,7 @@ class DockerSandbox(Sandbox):
             fs_changes, layer_files = self.changes(source)
             # last: a probe's own processes and reads must not be part of what was seen
             probes = {probe.id: self._probe(probe) for probe in self.config.probes}
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise SandboxError(f"could not snapshot the sandbox: {exc}") from exc
         return Snapshot(
             files=files,

@@ -17,7 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, connections: int = 5) -> Engine:
+    """An engine for ``url``; on Postgres, a pool of ``connections`` (a worker's slots each
+    hold one at times, so a worker asks for as many as it has slots) and as many again."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
@@ -33,7 +35,7 @@ def make_engine(url: str) -> Engine:
             dbapi_connection.create_function("sqrt", 1, _sqrt, deterministic=True)
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_size=connections, max_overflow=connections)
 
 
 def _sqrt(value: float | None) -> float | None:

@@ -15,7 +15,7 @@ import docker.errors
 from orchestrator.images.builder import ImageBuilder
 from orchestrator.sandbox import reap
 from orchestrator.sandbox.base import Sandbox, SandboxConfig, SandboxError
-from orchestrator.sandbox.docker_sandbox import DockerEngine, DockerSandbox
+from orchestrator.sandbox.docker_sandbox import ENGINE_ERRORS, DockerEngine, DockerSandbox
 from orchestrator.sandbox.provider import Abandoned, ImageRef, Log, SandboxProvider
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class DockerProvider(SandboxProvider):
     def __init__(self, settings: Settings, client: docker.DockerClient | None = None):
         try:
             client = client or docker.from_env()
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise SandboxError(f"cannot reach the Docker engine: {exc}") from exc
         data_root = None
         if settings.engine_data_mount:
@@ -57,7 +57,7 @@ class DockerProvider(SandboxProvider):
     def ensure_image(self, name: str, log: Log) -> ImageRef:
         try:
             ref = self.builder.ensure(name, log)
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise SandboxError(f"could not build or find the image {name}: {exc}") from exc
         return ImageRef(ref.name, ref.tag, self._image_id(ref.tag))
 
@@ -67,14 +67,14 @@ class DockerProvider(SandboxProvider):
         self.builder.verbose = verbose
         try:
             refs = self.builder.build(names, log, force)
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise SandboxError(f"could not build the images: {exc}") from exc
         return [ImageRef(r.name, r.tag, self._image_id(r.tag)) for r in refs]
 
     def _image_id(self, tag: str) -> str | None:
         try:
             return self.client.images.get(tag).id
-        except docker.errors.DockerException:
+        except ENGINE_ERRORS:
             return None
 
     def start(self, config: SandboxConfig) -> Sandbox:
