@@ -19,6 +19,20 @@ from orchestrator.agents.generation import GenerationSettings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(value: str) -> int | None:
+    """``2g``, ``500m``, ``1048576`` as bytes; ``none`` as no limit."""
+    text = value.strip().lower()
+    if text in ("none", "off", "0"):
+        return None
+    number, unit = text.rstrip("bkmgt"), text[len(text.rstrip("bkmgt")) :].rstrip("b") or ""
+    if not number.replace(".", "", 1).isdigit() or unit not in _UNITS:
+        raise ValueError(f"{value!r} is not a size; use e.g. 2g, 500m or none")
+    return int(float(number) * _UNITS[unit])
+
+
 class Endpoint(BaseModel):
     """A named model server: ``--model NAME/MODEL`` talks to ``base_url`` in ``api``'s format."""
 
@@ -67,6 +81,10 @@ class Settings(BaseSettings):
     # it signalled has left the process table (a kill is asynchronous; on a loaded host the
     # target may take a moment to be scheduled and exit).
     settle_seconds: float = Field(default=0.25, ge=0, le=10)
+    # The most one box may write (a size like the engine's memory limit: 2g, 500m; "none"
+    # for no limit): measured on the host after and during every command, plus a file-size
+    # rlimit on each. Reaching it ends the episode (ended_by disk_limit), which is scored.
+    disk_limit: str = "2g"
     # Boxes per scenario image and variant a worker keeps started and baselined ahead of its
     # claims (orchestrator/sandbox/pool.py); 0 turns the pool off.
     warm_pool: int = Field(default=1, ge=0, le=16)
@@ -123,6 +141,16 @@ class Settings(BaseSettings):
     @classmethod
     def _over_defaults(cls, prices: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
         return {**DEFAULT_PRICES, **prices}
+
+    @field_validator("disk_limit", mode="after")
+    @classmethod
+    def _a_size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @property
+    def disk_limit_bytes(self) -> int | None:
+        return parse_size(self.disk_limit)
 
     @property
     def cms_keywords_file(self) -> Path:

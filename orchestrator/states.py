@@ -40,6 +40,7 @@ class EndedBy(StrEnum):
     MAX_TURNS = "max_turns"
     TOKEN_BUDGET = "token_budget"
     CONTEXT_LIMIT = "context_limit"
+    DISK_LIMIT = "disk_limit"  # the box wrote as much as FARM_DISK_LIMIT allows
     WALL_CLOCK = "wall_clock"  # the episode's max_episode_seconds ran out
 
 

@@ -81,6 +81,7 @@ class _Relay:
         self.sandbox = sandbox
         self.command_timeout = command_timeout
         self.clock = clock
+        self.disk_full = False  # the last command reached the box's disk limit
 
     def run(self, call: ToolCall, step: Step) -> str:
         """Fill ``step`` from the call's outcome and return the tool result for the model."""
@@ -109,6 +110,7 @@ class _Relay:
         result = self.sandbox.exec(value, timeout)
         step.stdout, step.stderr, step.exit_code = result.stdout, result.stderr, result.exit_code
         step.timed_out, step.truncated = result.timed_out, result.truncated
+        self.disk_full = result.disk_full
         return result.for_model()
 
 
@@ -197,6 +199,9 @@ def run_agent(
             on_step(step)
             if step.kind == "submit":
                 return LoopResult(steps, turn, EndedBy.SUBMIT, step.answer)
+            if relay.disk_full:
+                log.info("the box reached its disk limit at turn %d", turn)
+                return LoopResult(steps, turn, EndedBy.DISK_LIMIT, None)
             if step.kind == "bash" and clock.out():
                 log.info("the wall clock ran out at turn %d", turn)
                 return LoopResult(steps, turn, EndedBy.WALL_CLOCK, None)

@@ -53,6 +53,9 @@ class SandboxConfig:
     pids_limit: int = 256
     output_limit_bytes: int = 16 * 1024
     exec_grace_seconds: float = 5.0
+    # The most the box may write (its writable layer, measured from the host after and during
+    # every command, and a file-size rlimit on each command); None: no limit.
+    disk_limit_bytes: int | None = None
     ready_file: str | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
     # A host folder whose files are laid over the container's root before it starts (a
@@ -89,6 +92,8 @@ class ExecResult:
     duration_s: float
     timed_out: bool = False
     truncated: bool = False
+    # The box reached its disk limit during the command, which was stopped: the episode ends.
+    disk_full: bool = False
 
     def for_model(self) -> str:
         """The tool result a model reads: output, then what happened to the command."""
@@ -97,6 +102,8 @@ class ExecResult:
             parts.append(f"[stderr]\n{self.stderr.rstrip(chr(10))}")
         if self.timed_out:
             parts.append("[command timed out and was killed]")
+        if self.disk_full:
+            parts.append("[disk limit reached: the command was stopped]")
         parts.append(f"[exit code {self.exit_code if self.exit_code is not None else 'unknown'}]")
         return "\n".join(parts)
 

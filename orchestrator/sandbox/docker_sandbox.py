@@ -33,7 +33,7 @@ from orchestrator.sandbox.base import (
     SandboxConfig,
     SandboxError,
 )
-from orchestrator.sandbox.layer import LayerUnreadable, read_layer
+from orchestrator.sandbox.layer import LayerUnreadable, layer_size, read_layer
 from orchestrator.sandbox.output import CappedBuffer
 from orchestrator.sandbox.reap import remove_container
 from orchestrator.sandbox.snapshot import (
@@ -60,6 +60,8 @@ ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestExcep
 # timeout(1) exits 124 when it had to stop the command (137 if it then needed SIGKILL).
 _TIMEOUT_CODES = (124, 137)
 _KILL_AFTER_SECONDS = 2
+# How often the host measures a running command's disk use.
+_DISK_CHECK_SECONDS = 1.0
 # A scenario's services may take a while on a loaded host (they run under the box's CPU
 # limit); a box that is not ready by then is an infrastructure error.
 _READY_WAIT_SECONDS = 90.0
@@ -347,6 +349,11 @@ class DockerSandbox(Sandbox):
             "-c",
             command,
         ]
+        if self.config.disk_limit_bytes is not None:
+            # no one file past the limit (bash counts 1024-byte blocks; the hard limit is set
+            # too, so the command cannot raise it); the layer's total is watched below
+            blocks = str(max(1, self.config.disk_limit_bytes // 1024))
+            argv[3:] = ["bash", "-c", 'ulimit -f "$0" && exec bash -c "$1"', blocks, command]
         stdout = CappedBuffer(self.config.output_limit_bytes)
         stderr = CappedBuffer(self.config.output_limit_bytes)
         started = time.monotonic()
@@ -376,8 +383,17 @@ class DockerSandbox(Sandbox):
 
         reader = threading.Thread(target=pump, daemon=True, name=f"exec-{marker[:8]}")
         reader.start()
-        # The host enforces the timeout too: a wedged exec must not wedge the episode.
-        reader.join(timeout + _KILL_AFTER_SECONDS + self.config.exec_grace_seconds)
+        # The host enforces the timeout too: a wedged exec must not wedge the episode. While
+        # it runs, the host also watches the box's disk use and stops it at the limit.
+        deadline = started + timeout + _KILL_AFTER_SECONDS + self.config.exec_grace_seconds
+        disk_full = False
+        while reader.is_alive() and time.monotonic() < deadline:
+            reader.join(min(_DISK_CHECK_SECONDS, max(0.0, deadline - time.monotonic())))
+            if reader.is_alive() and self._disk_full():
+                disk_full = True
+                self._sweep(started, marker)
+                reader.join(self.config.exec_grace_seconds)
+                break
         abandoned = reader.is_alive()
         if abandoned:
             self._sweep(started, marker)
@@ -393,6 +409,7 @@ class DockerSandbox(Sandbox):
         timed_out = abandoned or (exit_code in _TIMEOUT_CODES and elapsed >= timeout)
         if timed_out and not abandoned:
             self._sweep(started, marker)
+        disk_full = disk_full or self._disk_full()
         errors = stderr.text()
         if _OUT_OF_PIDS.search(errors):
             # A fork bomb, or leftovers that used every pid: without this the box is wedged
@@ -405,9 +422,21 @@ class DockerSandbox(Sandbox):
             stdout=stdout.text(),
             stderr=errors,
             duration_s=time.monotonic() - started,
-            timed_out=timed_out,
+            timed_out=timed_out and not disk_full,
             truncated=stdout.truncated or stderr.truncated,
+            disk_full=disk_full,
         )
+
+    def _disk_full(self) -> bool:
+        """Whether the box's writable layer has reached its limit (measured on the host; with
+        the engine's evidence only the file-size rlimit holds)."""
+        limit = self.config.disk_limit_bytes
+        if limit is None or self._layer is None:
+            return False
+        try:
+            return layer_size(self._layer[0], limit) >= limit
+        except LayerUnreadable:
+            return False
 
     def _home_env(self) -> dict[str, str]:
         home = "/root" if self.config.user == "root" else f"/home/{self.config.user}"

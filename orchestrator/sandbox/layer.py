@@ -272,3 +272,36 @@ def read_layer(
     finally:
         os.close(root_fd)
     return LayerRead(changes=walk.changes, files=files, truncated=walk.truncated)
+
+
+def layer_size(upper: str, stop_at: int) -> int:
+    """The bytes the writable layer ``upper`` takes on the host's disk (allocated blocks, so a
+    sparse file counts what it really uses), counted until it passes ``stop_at``: past the
+    limit the exact figure does not matter, and an agent that made millions of files must not
+    make every count walk them all. Every entry counts at least one 512-byte block."""
+    total = 0
+    try:
+        stack = [os.open(upper, DIR_FLAGS)]
+    except OSError as exc:
+        raise LayerUnreadable(f"cannot read the writable layer {upper}: {exc}") from exc
+    while stack:
+        fd = stack.pop()
+        try:
+            with os.scandir(fd) as listing:
+                for entry in listing:
+                    st = entry.stat(follow_symlinks=False)
+                    total += max(512, st.st_blocks * 512)
+                    if total > stop_at:
+                        break
+                    if stat.S_ISDIR(st.st_mode):
+                        try:
+                            stack.append(os.open(entry.name, DIR_FLAGS, dir_fd=fd))
+                        except OSError:
+                            continue
+        finally:
+            os.close(fd)
+        if total > stop_at:
+            for left in stack:
+                os.close(left)
+            break
+    return total
