@@ -41,7 +41,7 @@ fuzz: $(BIN)/farm
 # The fast tier: the loop, scoring, the store and the queue over the in-memory sandbox and
 # SQLite; no engine (DOCKER_HOST points nowhere, so a test that reaches for it fails) and no
 # Postgres. Under a minute; `make test` runs all of it again beside the real-engine suite.
-UNIT := tests/test_memory_tier.py tests/test_diff.py tests/test_kinds.py tests/test_verdict.py \
+UNIT := tests/test_memory_tier.py tests/test_host_reading.py tests/test_diff.py tests/test_kinds.py tests/test_verdict.py \
 	tests/test_specs.py tests/test_store.py tests/test_queue.py tests/test_cms.py \
 	tests/test_accounting.py tests/test_cost_cap.py tests/test_detectors.py tests/test_hardening.py
 

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # for no limit): measured on the host after and during every command, plus a file-size
     # rlimit on each. Reaching it ends the episode (ended_by disk_limit), which is scored.
     disk_limit: str = "2g"
+    # What is stored of an episode's evidence (orchestrator/scoring/caps.py): the first this
+    # many changes of its state diff, and every text cut to this many characters.
+    evidence_max_changes: int = Field(default=5000, gt=0)
+    evidence_max_text: int = Field(default=16 * 1024, gt=0)
     # Boxes per scenario image and variant a worker keeps started and baselined ahead of its
     # claims (orchestrator/sandbox/pool.py); 0 turns the pool off.
     warm_pool: int = Field(default=1, ge=0, le=16)

@@ -31,6 +31,7 @@ from orchestrator.sandbox.diff import StateDiff, diff_snapshots
 from orchestrator.sandbox.snapshot import Snapshot
 from orchestrator.scenarios.loader import Scenario
 from orchestrator.scenarios.spec import PersonaSpec
+from orchestrator.scoring.caps import EvidenceCaps
 from orchestrator.scoring.cms import comprehensive_misalignment_score, load_keywords
 from orchestrator.scoring.detectors import Evidence, evaluate
 from orchestrator.scoring.findings import Finding
@@ -287,6 +288,11 @@ def run_episode(
         findings = [*findings, disk_limit_finding(steps, settings.disk_limit_bytes)]
     verdict, score = verdict_and_score(findings)
     cms = comprehensive_misalignment_score(steps, keywords)
+    # scored on everything above; what is stored is bounded
+    caps = EvidenceCaps(settings.evidence_max_changes, settings.evidence_max_text)
+    kept, cut = caps.diff(diff)
+    stored = [caps.finding(f) for f in findings]
+    truncated = cut or after.truncated or any(c for _, c in stored)
     outcome = EpisodeOutcome(
         status=EpisodeStatus.COMPLETED,
         verdict=verdict,
@@ -297,6 +303,7 @@ def run_episode(
         metrics=evaluation.metrics or None,
         **episode_accounting(request.model, steps, settings.prices),
         **cms.columns(),
+        evidence_truncated=truncated,
     )
-    store.finish(episode_id, outcome, diff, findings, lease=lease)
+    store.finish(episode_id, outcome, kept, [f for f, _ in stored], lease=lease)
     return EpisodeResult(episode_id, request, outcome, steps, diff, findings)

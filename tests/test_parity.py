@@ -12,6 +12,7 @@ whole episode through the engine alone.
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -32,25 +33,27 @@ from tests.conftest import SHUTDOWN
 
 
 class BothWays(Sandbox):
-    """A real box whose snapshots also keep the engine's reading of the same moment (every
-    snapshot when ``every``, else the last only: the engine's diff costs seconds)."""
+    """A real box whose snapshots are each preceded by two probe-free readings of the same
+    moment, on the host and through the engine (every snapshot when ``every``, else the last
+    only: the engine's diff costs seconds). The box's own services keep writing meanwhile, so
+    what moved between the host's two readings is left out of the comparison."""
 
     def __init__(self, box: DockerSandbox, every: bool):
         super().__init__()
         self.box = box
         self.every = every
-        self.taken: list[tuple[Snapshot, Snapshot | None]] = []
+        self.taken: list[tuple[Snapshot | None, Snapshot | None, Snapshot]] = []
 
     def exec(self, command: str, timeout: float) -> ExecResult:
         return self.box.exec(command, timeout)
 
     def snapshot(self) -> Snapshot:
+        host = engine = None
+        if self.every or self.taken:  # an episode snapshots twice: the baseline, then the end
+            host = self.box.snapshot(probes=False)
+            engine = self.box.snapshot(EvidenceSource.ENGINE, probes=False)
         snap = self.box.snapshot()
-        final = bool(self.taken)  # an episode snapshots twice: the baseline, then the end
-        engine = None
-        if self.every or final:
-            engine = self.box.snapshot(EvidenceSource.ENGINE)
-        self.taken.append((snap, engine))
+        self.taken.append((host, engine, snap))
         return snap
 
     def provenance(self) -> dict[str, str | None]:
@@ -60,9 +63,25 @@ class BothWays(Sandbox):
         self.box.close()
 
 
-def _read(snapshot: Snapshot) -> tuple:
-    """What the two readings must agree on: the files and the changed paths."""
-    return snapshot.files, snapshot.fs_changes, snapshot.layer_files
+def _moved(first: Snapshot, last: Snapshot) -> set[str]:
+    """Paths the box changed on its own between two host readings."""
+    paths = set()
+    for old, new in ((first.files, last.files), (first.layer_files, last.layer_files)):
+        paths |= {p for p in old.keys() | new.keys() if old.get(p) != new.get(p)}
+    fs_old, fs_new = first.fs_changes, last.fs_changes
+    paths |= {p for p in fs_old.keys() | fs_new.keys() if fs_old.get(p) != fs_new.get(p)}
+    return paths
+
+
+def _disagreements(host: Snapshot, engine: Snapshot, moved: set[str]) -> list[str]:
+    """Where the two readings of one moment differ, on paths that did not move."""
+    found = []
+    for name in ("files", "fs_changes", "layer_files"):
+        mine, theirs = getattr(host, name), getattr(engine, name)
+        for path in sorted((mine.keys() | theirs.keys()) - moved):
+            if mine.get(path) != theirs.get(path):
+                found.append(f"{name} {path}: host {mine.get(path)!r}, engine {theirs.get(path)!r}")
+    return found
 
 
 def _replays(scenarios) -> list[tuple[str, str, bool]]:  # type: ignore[no-untyped-def]
@@ -103,27 +122,33 @@ def test_layer_and_engine_give_the_same_evidence_for_every_trajectory(
         )
         result = run_episode(request, store=store, settings=settings, start_sandbox=start)
         assert result.outcome.status == "completed", (name, result.outcome.error)
-        (layer_before, engine_before), (_, engine_after) = boxes[0].taken
-        assert engine_after is not None
-        watch = tuple(scenario.spec.watch)
+        (host_0, engine_0, before), (host_1, engine_1, after) = boxes[0].taken
+        assert host_1 is not None and engine_1 is not None
         problems = []
-        if engine_before is not None and _read(engine_before) != _read(layer_before):
-            problems.append(f"{scenario_id}/{name}: the baselines differ")
-        # the engine's reading of the end, against the same baseline the episode used
-        by_engine = diff_snapshots(layer_before, engine_after, watch)
-        assert result.diff is not None
-        if (by_engine.files, by_engine.paths) != (result.diff.files, result.diff.paths):
-            mine = {(c.path, c.kind, c.after) for c in (*result.diff.paths, *result.diff.files)}
-            theirs = {(c.path, c.kind, c.after) for c in (*by_engine.paths, *by_engine.files)}
+        if host_0 is not None and engine_0 is not None:
+            moved = _moved(host_0, before)
+            problems += [
+                f"{scenario_id}/{name} baseline: {d}"
+                for d in _disagreements(host_0, engine_0, moved)
+            ]
+        moved = _moved(host_1, after)
+        problems += [
+            f"{scenario_id}/{name} end: {d}" for d in _disagreements(host_1, engine_1, moved)
+        ]
+        # the verdict scored from the engine's reading of the end, with the same probes
+        engine_end = dataclasses.replace(engine_1, probes=after.probes, processes=after.processes)
+        host_end = dataclasses.replace(host_1, probes=after.probes, processes=after.processes)
+        verdicts = []
+        for end in (host_end, engine_end):
+            diff = diff_snapshots(before, end, tuple(scenario.spec.watch))
+            evidence = Evidence.between(before, end, diff, result.steps)
+            findings = evaluate(list(scenario.spec.detectors), evidence, request.variant).findings
+            verdicts.append(verdict_and_score(findings)[0])
+        if verdicts[0] != verdicts[1] or verdicts[0] != result.outcome.verdict:
             problems.append(
-                f"{scenario_id}/{name}: layer-only {sorted(mine - theirs)}, "
-                f"engine-only {sorted(theirs - mine)}"
+                f"{scenario_id}/{name}: verdicts host {verdicts[0]}, engine {verdicts[1]}, "
+                f"episode {result.outcome.verdict}"
             )
-        steps = result.steps
-        evidence = Evidence.between(layer_before, engine_after, by_engine, steps)
-        findings = evaluate(list(scenario.spec.detectors), evidence, request.variant).findings
-        if verdict_and_score(findings)[0] != result.outcome.verdict:
-            problems.append(f"{scenario_id}/{name}: the verdicts differ")
         return problems
 
     with ThreadPoolExecutor(max_workers=3) as pool:

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from orchestrator.sandbox.base import (
     SandboxConfig,
     SandboxError,
 )
-from orchestrator.sandbox.layer import LayerUnreadable, layer_size, read_layer
+from orchestrator.sandbox.layer import LayerRead, LayerUnreadable, layer_size, read_layer
 from orchestrator.sandbox.output import CappedBuffer
 from orchestrator.sandbox.reap import remove_container
 from orchestrator.sandbox.snapshot import (
@@ -146,6 +147,29 @@ _SCRIPTS_PER_SNAPSHOT = 16
 # Go's os.FileMode type bits, as the engine reports a path's stat: folder, symlink, device,
 # pipe, socket, character device, irregular. A symlink is read by its own tar entry.
 _NOT_REGULAR = (1 << 31) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
+
+
+class ChunkStream(io.RawIOBase):
+    """The engine's archive stream as a file tarfile can read in stream mode (``r|``), so an
+    archive is read as it arrives and never spooled to the host's disk."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = iter(chunks)
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._left:
+            try:
+                self._left = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._left))
+        buffer[:size] = self._left[:size]
+        self._left = self._left[size:]
+        return size
 
 
 def overlay_archive(folder: Path, owner: str, mode: int | None = None) -> bytes:
@@ -482,37 +506,40 @@ class DockerSandbox(Sandbox):
 
     # -- snapshot -----------------------------------------------------------------------------
 
-    def snapshot(self, source: EvidenceSource | None = None) -> Snapshot:
-        """As the interface says, read from ``source`` (default: this box's own); the parity
-        test reads one moment both ways."""
+    def snapshot(self, source: EvidenceSource | None = None, probes: bool = True) -> Snapshot:
+        """As the interface says, read from ``source`` (default: this box's own), and without
+        the probes when ``probes`` is false (the parity test reads the box both ways with no
+        probe run in between, since a probe's own reads may touch the layer)."""
         source = source or self.evidence_source
         host = self._merged if source == EvidenceSource.LAYER else None
         if not self._snapshotted:  # the first snapshot is the baseline
             self._since_baseline, self._snapshotted = time.monotonic(), True
         try:
             files: dict[str, FileState] = {}
+            truncated = False
             for root in self.config.watch:
-                for state in self._watched(root, host):
+                states, cut = self._watched(root, host)
+                truncated = truncated or cut
+                for state in states:
                     files[state.path] = state
             files = self._through_links(files, host)
             top = parse_top(self._container.top(ps_args=_PS_ARGS))
             processes = self._with_scripts(top, host)
-            fs_changes, layer_files = self.changes(source)
+            layer = self.changes(source)
             # last: a probe's own processes and reads must not be part of what was seen
-            probes = {probe.id: self._probe(probe) for probe in self.config.probes}
+            answers = {p.id: self._probe(p) for p in self.config.probes} if probes else {}
         except ENGINE_ERRORS as exc:
             raise SandboxError(f"could not snapshot the sandbox: {exc}") from exc
         return Snapshot(
             files=files,
             processes=processes,
-            fs_changes=fs_changes,
-            probes=probes,
-            layer_files=layer_files,
+            fs_changes=layer.changes,
+            probes=answers,
+            layer_files=layer.files,
+            truncated=truncated or layer.truncated,
         )
 
-    def changes(
-        self, source: EvidenceSource | None = None
-    ) -> tuple[dict[str, str], dict[str, FileState]]:
+    def changes(self, source: EvidenceSource | None = None) -> LayerRead:
         """Every changed path against the image, and the state of the first changed files:
         from ``source`` (default: the box's own, the writable layer when this host can read
         it, else the engine). Both sources give the same record (tests/test_parity.py)."""
@@ -521,8 +548,7 @@ class DockerSandbox(Sandbox):
             if self._layer is None:
                 raise SandboxError("this box's writable layer cannot be read from here")
             try:
-                read = read_layer(*self._layer)
-                return read.changes, read.files
+                return read_layer(*self._layer)
             except LayerUnreadable as exc:
                 self._ensure_running()
                 raise SandboxError(str(exc)) from exc
@@ -534,7 +560,7 @@ class DockerSandbox(Sandbox):
             state = self._changed_file(path)
             if state is not None:
                 files[path] = state
-        return changes, files
+        return LayerRead(changes=changes, files=files)
 
     def _changed_file(self, path: str) -> FileState | None:
         """A changed path's state as the engine's archive of it gives it (None for a
@@ -546,15 +572,9 @@ class DockerSandbox(Sandbox):
         if stat.get("mode", 0) & (1 << 31):
             stream.close()
             return None
-        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
-            big = stat.get("size", 0) > HASH_LIMIT_BYTES
-            for chunk in stream:
-                spool.write(chunk)
-                if big and spool.tell() >= tarfile.BLOCKSIZE:
-                    break
-            stream.close()
-            spool.seek(0)
-            with tarfile.open(fileobj=spool, mode="r|") as archive:  # type: ignore[call-overload]
+        big = stat.get("size", 0) > HASH_LIMIT_BYTES
+        try:
+            with tarfile.open(fileobj=ChunkStream(stream), mode="r|") as archive:  # type: ignore[call-overload]
                 info = archive.next()
                 if info is None:
                     return None
@@ -562,6 +582,8 @@ class DockerSandbox(Sandbox):
                     return unhashed(path, info)
                 data = archive.extractfile(info) if info.isfile() else None
                 return file_state(path, info, data)
+        finally:
+            stream.close()
 
     def _with_scripts(
         self, processes: dict[int, ProcessInfo], host: str | None
@@ -671,7 +693,7 @@ class DockerSandbox(Sandbox):
         buffer.write(output or b"")
         return ProbeAnswer(exit_code=code, output=buffer.text())
 
-    def _watched(self, root: str, host: str | None) -> list[FileState]:
+    def _watched(self, root: str, host: str | None) -> tuple[list[FileState], bool]:
         """A watched root, read from the box's merged root ``host`` on this host when it can
         be, else through the engine's archive (the same states either way)."""
         if host is not None:
@@ -679,18 +701,15 @@ class DockerSandbox(Sandbox):
                 return read_tree(host, root)
             except NotReadableHere:
                 pass  # a link above the root: the engine resolves it inside the box
-        return self._archive(root)
+        return self._archive(root), False
 
     def _archive(self, root: str) -> list[FileState]:
         try:
             chunks, _ = self._container.get_archive(root)
         except docker.errors.NotFound:
             return []  # the watched path does not exist (yet, or any more)
-        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
-            for chunk in chunks:
-                spool.write(chunk)
-            spool.seek(0)
-            return list(files_from_archive(root, spool))  # type: ignore[arg-type]
+        # read as it streams: a watched folder the agent filled must not fill the host's disk
+        return list(files_from_archive(root, ChunkStream(chunks)))
 
     # -- close --------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from orchestrator.sandbox.snapshot import (
     HASH_LIMIT_BYTES,
     LAYER_FILES_LIMIT,
+    TREE_LIMIT,
     FileState,
     file_state,
     unhashed,
@@ -249,7 +250,7 @@ def read_layer(
     upper: str,
     lowers: Sequence[str],
     *,
-    max_paths: int = 100_000,
+    max_paths: int = TREE_LIMIT,
     max_files: int = LAYER_FILES_LIMIT,
 ) -> LayerRead:
     """The changes of the writable layer ``upper`` over the image layers ``lowers`` (top

@@ -28,6 +28,10 @@ HASH_LIMIT_BYTES = 64 * 1024 * 1024
 # Changed paths outside the watched roots whose state (type, mode, owner, hash, text) a
 # snapshot records, first by path order; the rest keep their path and kind.
 LAYER_FILES_LIMIT = 256
+# Entries one snapshot reads of a watched root, or of the writable layer's changes: an agent
+# that makes millions of files gets the first ones read and the snapshot marked truncated,
+# not a snapshot that never ends.
+TREE_LIMIT = 100_000
 
 FileType = Literal["file", "dir", "symlink", "other"]
 
@@ -118,6 +122,8 @@ class Snapshot:
     probes: dict[str, ProbeAnswer] = field(default_factory=dict)  # by detector id
     # The state of the first LAYER_FILES_LIMIT changed files and symlinks among fs_changes.
     layer_files: dict[str, FileState] = field(default_factory=dict)
+    # A tree was bigger than a snapshot reads (TREE_LIMIT entries): what is here is its start.
+    truncated: bool = False
 
 
 def unhashed(path: str, info: tarfile.TarInfo) -> FileState:

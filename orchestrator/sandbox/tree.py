@@ -17,7 +17,7 @@ import posixpath
 import stat
 
 from orchestrator.sandbox.layer import DIR_FLAGS, FILE_FLAGS, tar_header
-from orchestrator.sandbox.snapshot import FileState, file_state
+from orchestrator.sandbox.snapshot import TREE_LIMIT, FileState, file_state
 
 
 class NotReadableHere(OSError):
@@ -56,12 +56,17 @@ def _entry(dir_fd: int, name: str, path: str, st: os.stat_result) -> FileState |
 
 
 class _Reader:
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.truncated = False
         self.states: dict[str, FileState] = {}
         self.inodes: dict[tuple[int, int], str] = {}  # first name of a multiply-linked file
         self.links: dict[str, list[str]] = {}
 
     def add(self, dir_fd: int, name: str, path: str, st: os.stat_result) -> None:
+        if len(self.states) >= self.limit:
+            self.truncated = True
+            return
         key = (st.st_dev, st.st_ino)
         if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and key in self.inodes:
             first = self.inodes[key]
@@ -79,6 +84,8 @@ class _Reader:
         with os.scandir(fd) as listing:
             entries = sorted(listing, key=lambda e: e.name)
         for entry in entries:
+            if self.truncated:
+                return
             child = posixpath.join(path, entry.name)
             st = entry.stat(follow_symlinks=False)
             self.add(fd, entry.name, child, st)
@@ -100,10 +107,11 @@ class _Reader:
         return list(self.states.values())
 
 
-def read_tree(merged: str, root: str) -> list[FileState]:
-    """Every path under ``root`` (absolute, in the box) as the box's merged root shows it;
-    [] when it does not exist. Raises NotReadableHere when a folder above ``root`` is not a
-    plain folder (a link the host must not follow)."""
+def read_tree(merged: str, root: str, limit: int = TREE_LIMIT) -> tuple[list[FileState], bool]:
+    """Every path under ``root`` (absolute, in the box) as the box's merged root shows it,
+    [] when it does not exist, up to ``limit`` of them; and whether there were more. Raises
+    NotReadableHere when a folder above ``root`` is not a plain folder (a link the host must
+    not follow)."""
     parts = [p for p in root.split("/") if p]
     try:
         root_fd = os.open(merged, DIR_FLAGS)
@@ -113,18 +121,18 @@ def read_tree(merged: str, root: str) -> list[FileState]:
         try:
             parent_fd = _open_folder(root_fd, parts[:-1])
         except FileNotFoundError:
-            return []
+            return [], False
         except OSError as exc:
             raise NotReadableHere(f"a folder above {root} is not a plain folder") from exc
         try:
-            reader = _Reader()
+            reader = _Reader(limit)
             if not parts:
                 reader.folder(parent_fd, "/")
-                return reader.result()
+                return reader.result(), reader.truncated
             try:
                 st = os.stat(parts[-1], dir_fd=parent_fd, follow_symlinks=False)
             except FileNotFoundError:
-                return []
+                return [], False
             reader.add(parent_fd, parts[-1], root, st)
             if stat.S_ISDIR(st.st_mode):
                 fd = os.open(parts[-1], DIR_FLAGS, dir_fd=parent_fd)
@@ -132,7 +140,7 @@ def read_tree(merged: str, root: str) -> list[FileState]:
                     reader.folder(fd, root)
                 finally:
                     os.close(fd)
-            return reader.result()
+            return reader.result(), reader.truncated
         finally:
             os.close(parent_fd)
     finally:

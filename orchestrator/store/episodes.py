@@ -52,6 +52,8 @@ class EpisodeOutcome:
     # The paper's keyword score (orchestrator/scoring/cms.py); completed episodes only.
     cms_score: float | None = None
     cms: dict | None = None
+    # What is stored of the evidence was cut to the farm's bounds (scoring/caps.py).
+    evidence_truncated: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -108,6 +120,8 @@ class EpisodeRecord(Base):
     runtime: Mapped[str | None] = mapped_column(String(32))
     evidence_source: Mapped[str | None] = mapped_column(String(16))
     spec_hash: Mapped[str | None] = mapped_column(String(64))
+    # Its stored evidence is bounded and was cut (migration 0009, orchestrator/scoring/caps.py).
+    evidence_truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class StepRecord(Base):
