@@ -9,6 +9,8 @@ import uuid
 import docker
 import pytest
 
+from orchestrator.config import Settings
+from orchestrator.sandbox.backends.docker import DockerProvider, RuntimeRefused
 from orchestrator.sandbox.base import SandboxError
 from orchestrator.sandbox.reap import reap
 from tests.conftest import SESSION
@@ -195,3 +197,16 @@ def test_reap_removes_stale_farm_containers_and_nothing_else(
         docker_client.containers.get(stranger.id)
     finally:
         stranger.remove(force=True)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "reason"),
+    [("runsc", "gVisor"), ("no-such-runtime", "not a runtime of this engine")],
+)
+def test_a_runtime_whose_evidence_would_be_wrong_is_refused(runtime, reason, docker_client) -> None:
+    with pytest.raises(RuntimeRefused, match=reason):
+        DockerProvider(Settings(runtime=runtime), docker_client)
+
+
+def test_the_default_runtime_is_recorded(start_sandbox) -> None:
+    assert start_sandbox().provenance()["runtime"] == "runc"

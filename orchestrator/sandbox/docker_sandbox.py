@@ -195,6 +195,21 @@ def overlay_archive(folder: Path, owner: str, mode: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def can_read_any_file() -> bool:
+    """Whether this process may read every file in a box's layer, whoever owns it: root with
+    CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH. A root without them (a container with its
+    capabilities dropped) would miss the agent's private files, so it must ask the engine."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            line = next(x for x in status if x.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return False
+    effective = int(line.split()[1], 16)
+    return bool(effective & ((1 << 1) | (1 << 2)))  # DAC_OVERRIDE, DAC_READ_SEARCH
+
+
 def owner_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -312,7 +327,7 @@ class DockerSandbox(Sandbox):
         lowers = [self._engine.local(p) for p in (data.get("LowerDir") or "").split(":") if p]
         merged = self._engine.local(data.get("MergedDir") or "")
         readable = [upper, merged, *lowers]
-        if all(path and os.access(path, os.R_OK | os.X_OK) for path in readable):
+        if can_read_any_file() and all(path and os.access(path, os.R_OK) for path in readable):
             self._layer, self._merged = (upper, lowers), merged
             self.evidence_source = EvidenceSource.LAYER
         elif self._engine.evidence == "layer":

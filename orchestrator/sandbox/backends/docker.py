@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import docker
 import docker.errors
 
+from orchestrator.errors import UserError
 from orchestrator.images.builder import ImageBuilder
 from orchestrator.sandbox import reap
 from orchestrator.sandbox.base import Sandbox, SandboxConfig, SandboxError
@@ -22,6 +23,36 @@ if TYPE_CHECKING:
     from orchestrator.config import Settings
 
 
+# Runtimes whose boxes the farm cannot read right, and why (measured on these machines).
+REFUSED_RUNTIMES = {
+    "runsc": (
+        "under gVisor (runsc) the engine's process listing shows a process of the host, not "
+        "the box's, and /tmp is a tmpfs inside the sandbox whose writes never reach the "
+        "writable layer: a killed monitor and a script left in /tmp would both go unseen"
+    ),
+}
+
+
+class RuntimeRefused(UserError):
+    """FARM_RUNTIME names a runtime the farm will not run episodes under."""
+
+
+def refuse_runtime(runtime: str, client: docker.DockerClient) -> None:
+    """Refuse a runtime the engine does not have, or one under which the evidence is wrong."""
+    for name, why in REFUSED_RUNTIMES.items():
+        if runtime == name or runtime.endswith(f"/{name}"):
+            raise RuntimeRefused(f"FARM_RUNTIME={runtime} is refused: {why}")
+    try:
+        known = set((client.info().get("Runtimes") or {}).keys())
+    except ENGINE_ERRORS as exc:
+        raise SandboxError(f"cannot ask the engine for its runtimes: {exc}") from exc
+    if runtime not in known:
+        raise RuntimeRefused(
+            f"FARM_RUNTIME={runtime} is not a runtime of this engine; it has: "
+            f"{', '.join(sorted(known))}"
+        )
+
+
 class DockerProvider(SandboxProvider):
     name = "docker"
 
@@ -30,6 +61,8 @@ class DockerProvider(SandboxProvider):
             client = client or docker.from_env()
         except ENGINE_ERRORS as exc:
             raise SandboxError(f"cannot reach the Docker engine: {exc}") from exc
+        if settings.runtime:
+            refuse_runtime(settings.runtime, client)
         data_root = None
         if settings.engine_data_mount:
             engine_root = client.info().get("DockerRootDir", "/var/lib/docker")
