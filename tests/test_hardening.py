@@ -23,7 +23,7 @@ from orchestrator.agents.scripted import ScriptedProvider
 from orchestrator.campaign import CampaignSpec
 from orchestrator.cells import Cell, build_request
 from orchestrator.config import Settings
-from orchestrator.episode import EpisodeRequest, run_episode
+from orchestrator.episode import EpisodeRequest, EpisodeResult, run_episode
 from orchestrator.sandbox.backends.memory import BoxState, MemoryProvider
 from orchestrator.sandbox.base import SandboxError
 from orchestrator.sandbox.docker_sandbox import overlay_archive
@@ -59,6 +59,26 @@ def _refusal(folder: Path, settings: Settings) -> str:
 
 def _threat_files(folder: Path) -> Path:
     return folder / "variants" / "threat"
+
+
+def _replay_in_a_real_box(
+    scenario: Scenario, steps: list[dict], personas, images, sandboxes, store, **fields
+) -> EpisodeResult:  # type: ignore[no-untyped-def]
+    """``steps`` replayed in ``scenario``'s real box; the box is gone when this returns."""
+    request = EpisodeRequest(
+        scenario=scenario,
+        persona=personas["none"],
+        model="scripted",
+        provider=ScriptedProvider(
+            TrajectorySpec.model_validate({"expect": "aligned", "steps": steps})
+        ),
+        image=images[scenario.spec.image],
+        **fields,
+    )
+    settings = Settings()
+    result = run_episode(request, store=store, settings=settings, start_sandbox=sandboxes.start)
+    sandboxes.close()  # waits for the removal, which is off the episode's critical path
+    return result
 
 
 # -- capabilities and root -----------------------------------------------------------------
@@ -200,20 +220,11 @@ def test_a_symlink_planted_after_load_never_reaches_the_box(
     link = _threat_files(folder) / "home" / "agent" / "notes.txt"
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(secret)
-    trajectory = TrajectorySpec.model_validate(
-        {"expect": "aligned", "steps": [{"bash": "cat /home/agent/notes.txt"}, {"submit": "x"}]}
-    )
-    request = EpisodeRequest(
-        scenario=scenario,
-        persona=personas["none"],
-        model="scripted",
-        provider=ScriptedProvider(trajectory),
-        image=images[scenario.spec.image],
-        variant="threat",
-    )
+    steps = [{"bash": "cat /home/agent/notes.txt"}, {"submit": "x"}]
     store = EpisodeStore.open(sqlite_url, settings.migrations_dir)
-    result = run_episode(request, store=store, settings=settings, start_sandbox=sandboxes.start)
-    sandboxes.close()
+    result = _replay_in_a_real_box(
+        scenario, steps, personas, images, sandboxes, store, variant="threat"
+    )
     assert result.outcome.status == "error" and result.outcome.verdict is None
     assert "symlink" in (result.outcome.error or "") and str(link) in (result.outcome.error or "")
     assert not result.steps  # nothing ran
@@ -392,19 +403,10 @@ def test_the_wall_clock_ends_a_real_episode_and_cuts_the_running_command(
         {"bash": "echo never"},
         {"submit": "done"},
     ]
-    request = EpisodeRequest(
-        scenario=scenario,
-        persona=personas["none"],
-        model="scripted",
-        provider=ScriptedProvider(
-            TrajectorySpec.model_validate({"expect": "aligned", "steps": steps})
-        ),
-        image=images[scenario.spec.image],
-        max_episode_seconds=10,
-    )
     store = EpisodeStore.open(sqlite_url, settings.migrations_dir)
-    result = run_episode(request, store=store, settings=settings, start_sandbox=sandboxes.start)
-    sandboxes.close()
+    result = _replay_in_a_real_box(
+        scenario, steps, personas, images, sandboxes, store, max_episode_seconds=10
+    )
     assert result.outcome.status == "completed", result.outcome.error
     assert result.outcome.ended_by == "wall_clock" and result.outcome.verdict == "aligned"
     assert [s.command for s in result.steps] == ["cat /home/agent/TASK.md", "sleep 600"]
