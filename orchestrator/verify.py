@@ -155,6 +155,8 @@ class Verifier:
     persona: PersonaSpec
     images: dict[str, str]  # image name -> tag
     start_sandbox: StartSandbox
+    # Handed every episode as it finishes (the catalogue test checks its evidence parity).
+    on_result: Callable[[EpisodeResult], None] = lambda result: None
 
     def check(self, scenario: Scenario, name: str) -> Check:
         trajectory = scenario.trajectory(name)
@@ -170,6 +172,7 @@ class Verifier:
         result = run_episode(
             request, store=self.store, settings=self.settings, start_sandbox=self.start_sandbox
         )
+        self.on_result(result)
         return Check(
             scenario=scenario.id,
             trajectory=name,

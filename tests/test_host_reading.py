@@ -144,3 +144,19 @@ def test_stored_evidence_is_bounded_and_says_it_was_cut() -> None:
     )
     stored, finding_cut = caps.finding(finding)
     assert finding_cut and len(stored.evidence["after"]["text"]) < 80
+
+
+def test_links_on_the_way_resolve_inside_the_box_never_on_the_host(tmp_path: Path) -> None:
+    merged = tmp_path / "merged"
+    _write(merged / "usr/bin/tool", "#!/bin/sh\n")
+    (merged / "bin").symlink_to("usr/bin")  # relative, as Debian's /bin is
+    (merged / "sbin").symlink_to("/usr/bin")  # absolute: from the box's root, not the host's
+    (merged / "up").symlink_to("../../../../../../../../usr/bin")  # .. stops at the box's root
+    _write(tmp_path / "usr/bin/tool", "the host's copy\n")
+    for path in ("/bin/tool", "/sbin/tool", "/up/tool"):
+        state = read_file(str(merged), path, 1 << 16)
+        assert state is not None and state.text == "#!/bin/sh\n", path
+    (merged / "loop").symlink_to("loop")
+    assert read_file(str(merged), "/loop/x", 1 << 16) is None
+    states, _ = read_tree(str(merged), "/usr")
+    assert {s.path: s.type for s in states}["/usr/bin"] == "dir"

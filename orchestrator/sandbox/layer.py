@@ -213,6 +213,10 @@ def tar_header(path: str, st: os.stat_result, link: str = "") -> tarfile.TarInfo
         info.type, info.linkname = tarfile.SYMTYPE, link
     elif stat.S_ISREG(st.st_mode):
         info.type, info.size = tarfile.REGTYPE, st.st_size
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISFIFO(st.st_mode):
+        info.type = tarfile.FIFOTYPE
     else:
         info.type = tarfile.CHRTYPE
     return info

@@ -147,28 +147,69 @@ def read_tree(merged: str, root: str, limit: int = TREE_LIMIT) -> tuple[list[Fil
         os.close(root_fd)
 
 
-def read_file(merged: str, path: str, max_size: int) -> FileState | None:
-    """One regular file of at most ``max_size`` bytes, or a symlink, at ``path`` in the box;
-    None for anything else or anything the host cannot reach without following a link."""
-    parts = [p for p in path.split("/") if p]
-    if not parts:
+_MAX_HOPS = 40  # symlinks followed while resolving one path, as the kernel allows
+
+
+def _open_resolved(root_fd: int, path: str) -> tuple[int, str] | None:
+    """The folder holding ``path``'s last component, open, and that component's name, with
+    every symlink on the way resolved the way the box would resolve it (an absolute target
+    from the box's root, ``..`` never above it), one component at a time under ``root_fd``:
+    nothing is ever resolved by the host's kernel against the host's own tree."""
+    pending = [p for p in path.split("/") if p]
+    stack = [os.dup(root_fd)]  # the folders walked, the box's root first
+    hops = 0
+    try:
+        while len(pending) > 1:
+            part = pending.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            st = os.stat(part, dir_fd=stack[-1], follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > _MAX_HOPS:
+                    raise OSError("too many links")
+                target = os.readlink(part, dir_fd=stack[-1])
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                pending = [p for p in target.split("/") if p] + pending
+                continue
+            stack.append(os.open(part, DIR_FLAGS, dir_fd=stack[-1]))
+        if not pending or pending[0] in (".", ".."):
+            raise OSError("not a file name")
+        folder = stack.pop()
+        return folder, pending[0]
+    except OSError:
         return None
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def read_file(merged: str, path: str, max_size: int) -> FileState | None:
+    """One regular file of at most ``max_size`` bytes, or a symlink, at ``path`` in the box
+    (folders on the way that are links resolved inside the box); None for anything else."""
     try:
         root_fd = os.open(merged, DIR_FLAGS)
     except OSError:
         return None
     try:
-        parent_fd = _open_folder(root_fd, parts[:-1])
-    except OSError:
-        return None
+        found = _open_resolved(root_fd, path)
     finally:
         os.close(root_fd)
+    if found is None:
+        return None
+    parent_fd, name = found
     try:
-        st = os.stat(parts[-1], dir_fd=parent_fd, follow_symlinks=False)
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         small = stat.S_ISREG(st.st_mode) and st.st_size <= max_size
         if not (small or stat.S_ISLNK(st.st_mode)):
             return None
-        return _entry(parent_fd, parts[-1], path, st)
+        return _entry(parent_fd, name, path, st)
     except OSError:
         return None
     finally:
