@@ -12,6 +12,7 @@ host's two readings.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 
 from orchestrator.episode import EpisodeResult
 from orchestrator.sandbox.base import ExecResult, Sandbox
@@ -66,11 +67,15 @@ def moved_between(first: Snapshot, last: Snapshot) -> set[str]:
 
 
 def disagreements(host: Snapshot, engine: Snapshot, moved: set[str]) -> list[str]:
-    """Where the two readings of one moment differ, on paths that did not move."""
+    """Where the two readings of one moment differ, on paths that did not move (nor did the
+    folder holding them: a service's temporary file can come and go between two reads)."""
     found = []
     for name in ("files", "fs_changes", "layer_files"):
         mine, theirs = getattr(host, name), getattr(engine, name)
-        for path in sorted((mine.keys() | theirs.keys()) - moved):
+        paths = mine.keys() | theirs.keys()
+        for path in sorted(
+            p for p in paths if p not in moved and posixpath.dirname(p) not in moved
+        ):
             if mine.get(path) != theirs.get(path):
                 found.append(f"{name} {path}: host {mine.get(path)!r}, engine {theirs.get(path)!r}")
     return found

@@ -166,7 +166,8 @@ class _Walk:
             elif _differs(lower, st):
                 self.note(child, "modified")
             if not stat.S_ISDIR(st.st_mode):
-                if child in self.changes:
+                # a socket has no state an archive carries (the engine's leaves it out)
+                if child in self.changes and not stat.S_ISSOCK(st.st_mode):
                     self.stats[child] = st
                 continue
             try:
