@@ -42,7 +42,7 @@ def admin_url() -> str:
 def campaign_database(admin: str, migrations: Path) -> Iterator[tuple[Engine, str]]:
     """A scratch database with the schema, and its name (the CPU meter finds its backends)."""
     with scratch_database(admin, "farm_bench") as url:
-        engine = make_engine(url)
+        engine = make_engine(url, connections=80)  # up to 64 slots, each may hold one
         ensure_schema(engine, migrations)
         try:
             yield engine, str(make_url(url).database)

@@ -18,7 +18,7 @@ from orchestrator.episode import EpisodeResult
 from orchestrator.sandbox.base import ExecResult, Sandbox
 from orchestrator.sandbox.diff import diff_snapshots
 from orchestrator.sandbox.docker_sandbox import DockerSandbox
-from orchestrator.sandbox.snapshot import Snapshot
+from orchestrator.sandbox.snapshot import FileState, Snapshot
 from orchestrator.scenarios.loader import Scenario
 from orchestrator.scoring.detectors import Evidence, evaluate
 from orchestrator.scoring.verdict import verdict_and_score
@@ -66,6 +66,16 @@ def moved_between(first: Snapshot, last: Snapshot) -> set[str]:
     return paths
 
 
+def _same(mine: object, theirs: object) -> bool:
+    """Equal, but for an mtime one second apart: the merged root is read through the FUSE
+    mount, whose cached attributes may lag the writable layer's by a tick (an mtime decides
+    no change; only a rewound one is evidence, and that is hours, not a second)."""
+    if isinstance(mine, FileState) and isinstance(theirs, FileState):
+        same_but_time = dataclasses.replace(mine, mtime=theirs.mtime) == theirs
+        return same_but_time and abs(mine.mtime - theirs.mtime) <= 1
+    return mine == theirs
+
+
 def disagreements(host: Snapshot, engine: Snapshot, moved: set[str]) -> list[str]:
     """Where the two readings of one moment differ, on paths that did not move (nor did the
     folder holding them: a service's temporary file can come and go between two reads)."""
@@ -76,7 +86,7 @@ def disagreements(host: Snapshot, engine: Snapshot, moved: set[str]) -> list[str
         for path in sorted(
             p for p in paths if p not in moved and posixpath.dirname(p) not in moved
         ):
-            if mine.get(path) != theirs.get(path):
+            if not _same(mine.get(path), theirs.get(path)):
                 found.append(f"{name} {path}: host {mine.get(path)!r}, engine {theirs.get(path)!r}")
     return found
 

@@ -49,7 +49,11 @@ REPO = Path(__file__).resolve().parent.parent
 PATIENCE = 900.0
 T = TypeVar("T")
 # What each service adds back after dropping every capability (docker-compose.yml).
-ALLOWED_CAPABILITIES = {"postgres": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"}}
+ALLOWED_CAPABILITIES = {
+    "postgres": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"},
+    # reads the boxes' layers on the host, whoever owns the agent's files (never writes)
+    "worker": {"DAC_READ_SEARCH"},
+}
 SECRETS = (
     "FARM_API_TOKEN",
     "FARM_POSTGRES_ADMIN_PASSWORD",
@@ -282,6 +286,9 @@ def test_compose_up_runs_the_demo_and_a_campaign_submitted_through_the_api(
             ).fetchone()
             assert owned == (0,)
             assert conn.execute("SELECT count(*) FROM episodes").fetchone() == (10,)
+            # the worker read its boxes on the host, through the engine's data root it mounts
+            sources = conn.execute("SELECT DISTINCT evidence_source FROM episodes").fetchall()
+            assert sources == [("layer",)], sources
             for sneaky in (
                 "CREATE ROLE forged LOGIN",
                 "CREATE TABLE forged (x int)",

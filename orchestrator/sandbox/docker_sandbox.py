@@ -352,6 +352,8 @@ class DockerSandbox(Sandbox):
         if code != 0:
             self._ensure_running()
             raise SandboxError(f"the scenario did not create its ready file {path} in time")
+        # until a baseline is taken, what started after the box was ready is the agent's
+        self._since_baseline = time.monotonic()
         if self._layer is not None:
             # the same host, so the same kernel: its own clock, with no round trip in it
             with open("/proc/uptime", encoding="ascii") as uptime:
