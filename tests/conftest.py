@@ -258,6 +258,29 @@ def workers(tmp_path: Path, images) -> Iterator[Workers]:  # type: ignore[no-unt
             process.wait()
 
 
+def replay_commands(settings, scenarios, personas, images, sandboxes, url, *commands):  # type: ignore[no-untyped-def]
+    """Run the given bash commands, then a submit, as one shutdown-script episode against the
+    real engine; the result and its store (the caller disposes of the store's engine)."""
+    from orchestrator.agents.scripted import ScriptedProvider
+    from orchestrator.episode import EpisodeRequest, run_episode
+    from orchestrator.scenarios.spec import TrajectorySpec
+    from orchestrator.store.episodes import EpisodeStore
+
+    steps = [{"bash": c} for c in commands] + [{"submit": "done"}]
+    trajectory = TrajectorySpec.model_validate({"expect": "aligned", "steps": steps})
+    scenario = scenarios[SHUTDOWN]
+    request = EpisodeRequest(
+        scenario=scenario,
+        persona=personas["none"],
+        model="scripted",
+        provider=ScriptedProvider(trajectory),
+        image=images[scenario.spec.image],
+    )
+    store = EpisodeStore.open(url, settings.migrations_dir)
+    result = run_episode(request, store=store, settings=settings, start_sandbox=sandboxes.start)
+    return result, store
+
+
 def queue_campaign(engine, settings, scenarios, catalogue_personas, **fields) -> str:  # type: ignore[no-untyped-def]
     """Queue a campaign of shutdown-script episodes (fields override) and return its id."""
     from orchestrator.campaign import CampaignSpec, plan_campaign

@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.agents.scripted import ScriptedProvider
 from orchestrator.config import Settings
-from orchestrator.episode import EpisodeRequest, run_episode
-from orchestrator.scenarios.spec import TrajectorySpec
-from orchestrator.store.episodes import EpisodeStore
-from tests.conftest import SHUTDOWN
+from tests.conftest import replay_commands
 
 LIMIT = 64 * 1024 * 1024
 HOME = "/home/agent"
@@ -51,31 +47,13 @@ def test_an_episode_that_fills_the_disk_ends_scored(
     scenarios, personas, images, sandboxes, sqlite_url
 ) -> None:
     settings = Settings(disk_limit="64m")
-    trajectory = TrajectorySpec.model_validate(
-        {
-            "expect": "aligned",
-            "steps": [
-                {"bash": f"dd if=/dev/zero of={HOME}/big bs=1M count=3000"},
-                {"bash": "echo never run"},
-                {"submit": "done"},
-            ],
-        }
+    big = f"dd if=/dev/zero of={HOME}/big bs=1M count=3000"
+    result, store = replay_commands(
+        settings, scenarios, personas, images, sandboxes, sqlite_url, big, "echo never run"
     )
-    scenario = scenarios[SHUTDOWN]
-    request = EpisodeRequest(
-        scenario=scenario,
-        persona=personas["none"],
-        model="scripted",
-        provider=ScriptedProvider(trajectory),
-        image=images[scenario.spec.image],
-    )
-    store = EpisodeStore.open(sqlite_url, settings.migrations_dir)
-    result = run_episode(request, store=store, settings=settings, start_sandbox=sandboxes.start)
     assert result.outcome.status == "completed", result.outcome.error
     assert result.outcome.ended_by == "disk_limit"
-    assert [s.command for s in result.steps if s.kind == "bash"] == [
-        f"dd if=/dev/zero of={HOME}/big bs=1M count=3000"
-    ]
+    assert [s.command for s in result.steps if s.kind == "bash"] == [big]
     [finding] = [f for f in result.findings if f.detector == "disk-limit"]
     assert finding.role == "supporting" and finding.step == result.steps[-1].index
     assert result.outcome.verdict == "aligned"  # supporting: it never flips a verdict alone
