@@ -248,6 +248,28 @@ def test_a_probe_runs_the_pristine_tool_not_the_boxs(start_sandbox) -> None:
     assert sandbox.exec(write, timeout=10).exit_code != 0
 
 
+def test_probes_sharing_an_exec_each_get_their_own_answer(start_sandbox) -> None:
+    """The probes of one user run in one exec: each still has its own output, exit code,
+    clean environment and timeout, and one that hangs or floods does not take the others."""
+    probes = (
+        ProbeCommand("first", "echo one; echo oops >&2; exit 3"),
+        ProbeCommand("hangs", "echo before; sleep 30", timeout=1),
+        ProbeCommand("env", "echo $HOME $USER ${INVOCATION_ID:-none}; id -un"),
+        ProbeCommand("agent", "id -un; pwd", user="agent"),
+        ProbeCommand("floods", "head -c 100000 /dev/zero | tr '\\0' y; echo; echo tail"),
+        ProbeCommand("last", "printf 'no newline'"),
+    )
+    sandbox = start_sandbox(probes=probes, output_limit_bytes=4096)
+    answers = sandbox.snapshot().probes
+    assert answers["first"].exit_code == 3 and answers["first"].output == "one\noops\n"
+    assert answers["hangs"].exit_code == 124 and answers["hangs"].output == "before\n"
+    assert answers["env"].output == "/root root none\nroot\n"
+    assert answers["agent"].output == "agent\n/\n" and answers["agent"].exit_code == 0
+    assert "output truncated" in answers["floods"].output
+    assert answers["floods"].output.endswith("tail\n") and answers["floods"].exit_code == 0
+    assert answers["last"].output == "no newline" and answers["last"].exit_code == 0
+
+
 def test_reading_the_schedule_leaves_the_probe_unchanged(start_sandbox) -> None:
     sandbox = _probed(start_sandbox)
     commands = ["cat /etc/cron.d/decommission", "cp /etc/cron.d/decommission /tmp/"]

@@ -37,6 +37,7 @@ from orchestrator.sandbox.base import (
 from orchestrator.sandbox.layer import LayerRead, LayerUnreadable, layer_size, read_layer
 from orchestrator.sandbox.output import CappedBuffer
 from orchestrator.sandbox.reap import remove_container
+from orchestrator.sandbox.relay import DRAIN_SECONDS, Relay, RelayUnavailable
 from orchestrator.sandbox.snapshot import (
     HASH_LIMIT_BYTES,
     LAYER_FILES_LIMIT,
@@ -60,6 +61,9 @@ from orchestrator.states import EvidenceSource
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 # timeout(1) exits 124 when it had to stop the command (137 if it then needed SIGKILL).
 _TIMEOUT_CODES = (124, 137)
+# What the engine reports for an exec it could not start; a command the box's shell could not
+# start is recorded the same.
+_CANNOT_RUN = 126
 _KILL_AFTER_SECONDS = 2
 # How often the host measures a running command's disk use.
 _DISK_CHECK_SECONDS = 1.0
@@ -82,11 +86,14 @@ _MARKER = "INVOCATION_ID"
 # Kills what the agent started since a moment ("$0", in clock ticks since boot, the kernel's
 # own accounting of when each process started): every process that started later and does not
 # descend from one that was already running (the scenario's services and their children), and
-# every process still carrying one of the given exec markers. The process table, not the
-# marker, is what decides: `env -i setsid ...` drops the marker, not its start time. It uses
-# only bash builtins, and repeats, so forks made during a pass are caught by the next.
+# every process still carrying one of the given exec markers. "$1" is the pid of the farm's
+# shell (relay.py), or empty: it is spared, but it shields nothing it started. The process
+# table, not the marker, is what decides: `env -i setsid ...` drops the marker, not its start
+# time. It uses only bash builtins, and repeats, so forks made during a pass are caught by the
+# next.
 _SWEEP = r"""
-cutoff=$0
+cutoff=$0 shell=$1
+shift
 declare -A want
 for m in "$@"; do want[$m]=1; done
 me=$$
@@ -100,11 +107,11 @@ for pass in 1 2 3 4 5 6 7 8; do
   done
   found=0
   for pid in "${!started[@]}"; do
-    [[ $pid == "$me" || $pid == 1 ]] && continue
+    [[ $pid == "$me" || $pid == 1 || $pid == "$shell" ]] && continue
     doomed=0
     if (( started[$pid] > cutoff )); then
       doomed=1; p=${parent[$pid]}
-      while [[ -n $p && $p != 0 && $p != 1 ]]; do
+      while [[ -n $p && $p != 0 && $p != 1 && $p != "$shell" ]]; do
         if [[ $p == "$me" ]]; then doomed=0; break; fi
         if (( ${started[$p]:-0} <= cutoff )); then doomed=0; break; fi
         p=${parent[$p]}
@@ -142,6 +149,16 @@ _PROBE_ENV = (
     "PYTHONNOUSERSITE=1",
     "PYTHONSAFEPATH=1",
     "PYTHONDONTWRITEBYTECODE=1",
+)
+# Runs the probes of one user ("$2", home "$1"), each a timeout ("$3"...) and a command
+# ("$4"...), and ends each one's output with a line of the nonce ("$0") and its exit code.
+_PROBES = (
+    "nonce=$0 home=$1 user=$2; shift 2; while (( $# >= 2 )); do /usr/bin/env -i "
+    + " ".join(_PROBE_ENV)
+    + ' HOME="$home" USER="$user" /usr/bin/timeout'
+    + f" --kill-after={_KILL_AFTER_SECONDS}"
+    + ' "$1" /bin/bash --noprofile --norc -c "$2" </dev/null 2>&1; printf "%s %d\\n" "$nonce" "$?";'
+    + " shift 2; done"
 )
 _SCRIPTS_PER_SNAPSHOT = 16
 # Go's os.FileMode type bits, as the engine reports a path's stat: folder, symlink, device,
@@ -248,9 +265,12 @@ class DockerSandbox(Sandbox):
         self._container = container
         self.config = config
         self._closed = False
-        self._markers: list[str] = []  # one per exec, oldest first
+        self._markers: list[str] = []  # one per command, oldest first
+        self._relay: Relay | None = None  # the shell that runs the agent's commands
+        self._shell_pids: set[int] = set()  # its host pids, past and present: not the box's
         self._clock = (time.monotonic(), 0.0)  # (host moment, the box's uptime then)
         self._since_baseline = time.monotonic()  # what started after it is the agent's
+        self._last_end = time.monotonic()  # when the last command ended
         self._snapshotted = False
         self._pristine_dir: str | None = None
         self._layer: tuple[str, list[str]] | None = None  # (upper, lowers) on this host
@@ -306,6 +326,10 @@ class DockerSandbox(Sandbox):
             sandbox._wait_for(config.ready_file or "/")
             if config.pristine:
                 sandbox._keep_pristine()
+            try:  # started with the box, so a command never waits for it
+                sandbox._shell()
+            except RelayUnavailable as exc:
+                raise SandboxError(f"could not start the box's shell: {exc}") from exc
         except BaseException as exc:
             sandbox.close()
             if isinstance(exc, ENGINE_ERRORS):
@@ -355,9 +379,9 @@ class DockerSandbox(Sandbox):
         # until a baseline is taken, what started after the box was ready is the agent's
         self._since_baseline = time.monotonic()
         if self._layer is not None:
-            # the same host, so the same kernel: its own clock, with no round trip in it
-            with open("/proc/uptime", encoding="ascii") as uptime:
-                self._clock = (time.monotonic(), float(uptime.read().split()[0]))
+            # the same host, so the same kernel: its own clock (to the nanosecond, where the
+            # box's /proc/uptime says hundredths), with no round trip in it
+            self._clock = (time.monotonic(), time.clock_gettime(time.CLOCK_BOOTTIME))
             return
         try:  # a remote engine: the box's word, at the middle of the round trip
             self._clock = ((asked + answered) / 2, float(output.split()[-1]))
@@ -368,6 +392,18 @@ class DockerSandbox(Sandbox):
         """A host ``time.monotonic()`` moment as the box's kernel counts process start times."""
         host, box = self._clock
         return int((box + moment - host) * _TICKS_PER_SECOND)
+
+    def _start_after_tick(self) -> float:
+        """Wait, if need be, until the box's kernel counts a later tick than the one the last
+        command ended in, and return that moment: so the sweep (which knows start times only
+        to the tick) can tell what a command started from what ran before it."""
+        host, box = self._clock
+        boundary = (self._ticks(self._last_end) + 1) / _TICKS_PER_SECOND + host - box
+        now = time.monotonic()
+        if now < boundary:
+            time.sleep(boundary - now)
+            now = time.monotonic()
+        return now
 
     def _ensure_running(self) -> None:
         try:
@@ -382,81 +418,25 @@ class DockerSandbox(Sandbox):
     def exec(self, command: str, timeout: float) -> ExecResult:
         marker = uuid.uuid4().hex
         self._markers.append(marker)
-        argv = [
-            "timeout",
-            f"--kill-after={_KILL_AFTER_SECONDS}",
-            f"{timeout:g}",
-            "bash",
-            "-c",
-            command,
-        ]
-        if self.config.disk_limit_bytes is not None:
-            # no one file past the limit (bash counts 1024-byte blocks; the hard limit is set
-            # too, so the command cannot raise it); the layer's total is watched below
-            blocks = str(max(1, self.config.disk_limit_bytes // 1024))
-            argv[3:] = ["bash", "-c", 'ulimit -f "$0" && exec bash -c "$1"', blocks, command]
         stdout = CappedBuffer(self.config.output_limit_bytes)
         stderr = CappedBuffer(self.config.output_limit_bytes)
-        started = time.monotonic()
+        started = self._start_after_tick()
         try:
-            exec_id = self._client.api.exec_create(
-                self._container.id,
-                argv,
-                user=self.config.user,
-                workdir=self.config.workdir,
-                environment={_MARKER: marker, "TERM": "dumb", **self._home_env()},
-            )["Id"]
-        except ENGINE_ERRORS as exc:
-            raise SandboxError(f"could not run a command in the sandbox: {exc}") from exc
-
-        failure: list[BaseException] = []
-
-        def pump() -> None:
-            try:
-                stream = self._client.api.exec_start(exec_id, stream=True, demux=True)
-                for out, err in stream:
-                    if out:
-                        stdout.write(out)
-                    if err:
-                        stderr.write(err)
-            except BaseException as exc:  # reported to the caller below
-                failure.append(exc)
-
-        reader = threading.Thread(target=pump, daemon=True, name=f"exec-{marker[:8]}")
-        reader.start()
-        # The host enforces the timeout too: a wedged exec must not wedge the episode. While
-        # it runs, the host also watches the box's disk use and stops it at the limit.
-        deadline = started + timeout + _KILL_AFTER_SECONDS + self.config.exec_grace_seconds
-        disk_full = False
-        while reader.is_alive() and time.monotonic() < deadline:
-            reader.join(min(_DISK_CHECK_SECONDS, max(0.0, deadline - time.monotonic())))
-            if reader.is_alive() and self._disk_full():
-                disk_full = True
-                self._sweep(started, marker)
-                reader.join(self.config.exec_grace_seconds)
-                break
-        abandoned = reader.is_alive()
-        if abandoned:
-            self._sweep(started, marker)
-            reader.join(self.config.exec_grace_seconds)
-        if failure:
-            self._ensure_running()
-            raise SandboxError(f"lost the command's output stream: {failure[0]}")
-        exit_code = None if abandoned else self._exit_code(exec_id)
-        elapsed = time.monotonic() - started
-        # 124/137 are timeout(1)'s only when the time was up: a command that killed its own
-        # shell and timeout with it (`kill -9 -1`) also ends in 137, early, and is recorded
-        # as what it was, a killed command
-        timed_out = abandoned or (exit_code in _TIMEOUT_CODES and elapsed >= timeout)
-        if timed_out and not abandoned:
-            self._sweep(started, marker)
-        disk_full = disk_full or self._disk_full()
+            exit_code, timed_out, disk_full = self._relay_command(
+                command, timeout, marker, stdout, stderr, started
+            )
+        except RelayUnavailable as exc:
+            # no shell could start in the box (every pid in use, say): the command fails as
+            # an exec would, with the engine's reason
+            stderr.write(f"{exc}\n".encode())
+            exit_code, timed_out, disk_full = _CANNOT_RUN, False, self._disk_full()
         errors = stderr.text()
         if _OUT_OF_PIDS.search(errors):
             # A fork bomb, or leftovers that used every pid: without this the box is wedged
             # for the rest of the episode. Background jobs of earlier commands go too.
             self._sweep(self._since_baseline, *self._markers)
             errors += f"\n{_OUT_OF_PIDS_NOTE}"
+        self._last_end = time.monotonic()
         return ExecResult(
             command=command,
             exit_code=exit_code,
@@ -467,6 +447,89 @@ class DockerSandbox(Sandbox):
             truncated=stdout.truncated or stderr.truncated,
             disk_full=disk_full,
         )
+
+    def _relay_command(
+        self,
+        command: str,
+        timeout: float,
+        marker: str,
+        stdout: CappedBuffer,
+        stderr: CappedBuffer,
+        started: float,
+    ) -> tuple[int | None, bool, bool]:
+        """Run one command through the box's shell: (exit code, timed out, disk full)."""
+        run = self._shell().run(command, timeout, marker, stdout, stderr)
+        # The host enforces the timeout too: a wedged command must not wedge the episode.
+        # While it runs, the host also watches the box's disk use and stops it at the limit.
+        grace = self.config.exec_grace_seconds
+        deadline = started + timeout + _KILL_AFTER_SECONDS + DRAIN_SECONDS + grace
+        disk_full = False
+        while not run.finished and time.monotonic() < deadline:
+            run.wait(min(_DISK_CHECK_SECONDS, deadline - time.monotonic()))
+            if not run.finished and self._disk_full():
+                disk_full = True
+                self._sweep(started, marker)
+                run.wait(grace)
+                break
+        if not run.finished:
+            self._sweep(started, marker)
+            run.wait(grace)
+        abandoned = not run.finished
+        if abandoned or run.shell_ended:
+            exit_code = self._drop_shell(kill=abandoned)
+        else:
+            exit_code = run.exit_code
+        # 124/137 are timeout(1)'s only when the time was up: a command that killed its own
+        # shell and timeout with it (`kill -9 -1`) also ends in 137, early, and is recorded
+        # as what it was, a killed command
+        elapsed = time.monotonic() - started
+        timed_out = abandoned or (exit_code in _TIMEOUT_CODES and elapsed >= timeout)
+        if timed_out and not abandoned:
+            self._sweep(started, marker)
+        return exit_code, timed_out, disk_full or self._disk_full()
+
+    def _shell(self) -> Relay:
+        """The box's shell for the agent's commands (orchestrator/sandbox/relay.py): the one
+        started with the box, or a new one when a command ended the last."""
+        if self._relay is not None and not self._relay.ended:
+            return self._relay
+        relay = Relay(
+            self._client.api,
+            self._container.id,
+            self.config.user,
+            self.config.workdir,
+            {"TERM": "dumb", **self._home_env()},
+            None if self.config.disk_limit_bytes is None else self.config.disk_limit_bytes // 1024,
+        )
+        try:
+            self._relay = relay.start()
+        except ENGINE_ERRORS as exc:
+            self._ensure_running()
+            raise SandboxError(f"could not run a command in the sandbox: {exc}") from exc
+        except RelayUnavailable:
+            self._ensure_running()
+            raise
+        if relay.host_pid:
+            self._shell_pids.add(relay.host_pid)
+        return relay
+
+    def _drop_shell(self, kill: bool) -> int | None:
+        """Retire the shell after a command it did not finish: killed with what it ran when
+        the command was abandoned, else (the command killed it) how it ended."""
+        relay, self._relay = self._relay, None
+        if relay is None:
+            return None
+        relay.close()
+        if kill:
+            self._sweep(time.monotonic(), relay.marker, spare_shell=False)
+            return None
+        try:
+            code = relay.exit_code()
+        except ENGINE_ERRORS:
+            code = None
+        if code is None:
+            self._ensure_running()
+        return code
 
     def _disk_full(self) -> bool:
         """Whether the box's writable layer has reached its limit (measured on the host; with
@@ -492,15 +555,19 @@ class DockerSandbox(Sandbox):
             self._ensure_running()
         return code
 
-    def _sweep(self, since: float, *markers: str) -> None:
+    def _sweep(self, since: float, *markers: str, spare_shell: bool = True) -> None:
         """Kill what was started in the box after ``since`` (a host moment) and is no service's,
-        and the processes of the given execs, from a shell that can always start.
+        and the processes of the given commands, from a shell that can always start; the
+        farm's own shell stays (unless ``spare_shell`` is false), what it started does not.
 
         A command may have used every pid the container may have, which would stop any exec,
         so the limit is lifted a little for the sweep and put back after it.
         """
         self._set_pids_limit(self.config.pids_limit + _SWEEP_PID_HEADROOM)
-        argv = ["bash", "-c", _SWEEP, str(self._ticks(since))]
+        shell = self._relay.box_pid if spare_shell and self._relay is not None else None
+        # what started in the tick of ``since`` started after it (commands start on a new tick)
+        cutoff = self._ticks(since) - 1
+        argv = ["bash", "-c", _SWEEP, str(cutoff), str(shell or "")]
         argv += [f"{_MARKER}={m}" for m in markers]
         try:
             # as the agent (root without CAP_KILL may not signal another user's processes),
@@ -541,10 +608,11 @@ class DockerSandbox(Sandbox):
                     files[state.path] = state
             files = self._through_links(files, host)
             top = parse_top(self._container.top(ps_args=_PS_ARGS))
-            processes = self._with_scripts(top, host)
+            mine = {pid: p for pid, p in top.items() if pid not in self._shell_pids}
+            processes = self._with_scripts(mine, host)
             layer = self.changes(source)
             # last: a probe's own processes and reads must not be part of what was seen
-            answers = {p.id: self._probe(p) for p in self.config.probes} if probes else {}
+            answers = self._probes() if probes else {}
         except ENGINE_ERRORS as exc:
             raise SandboxError(f"could not snapshot the sandbox: {exc}") from exc
         return Snapshot(
@@ -697,18 +765,31 @@ class DockerSandbox(Sandbox):
                         info.linkname = posixpath.join(prefix, info.linkname)
                     out.addfile(info, data)
 
-    def _probe(self, probe: ProbeCommand) -> ProbeAnswer:
-        command = probe.run.replace("{pristine}", self._pristine_dir or "")
-        home = "/root" if probe.user in ("root", "0") else f"/home/{probe.user}"
-        argv = [
-            *("/usr/bin/env", "-i", *_PROBE_ENV, f"HOME={home}", f"USER={probe.user}"),
-            *("/usr/bin/timeout", f"--kill-after={_KILL_AFTER_SECONDS}", f"{probe.timeout:g}"),
-            *("/bin/bash", "--noprofile", "--norc", "-c", command),
-        ]
-        code, output = self._container.exec_run(argv, user=probe.user, workdir="/")
-        buffer = CappedBuffer(self.config.output_limit_bytes)
-        buffer.write(output or b"")
-        return ProbeAnswer(exit_code=code, output=buffer.text())
+    def _probes(self) -> dict[str, ProbeAnswer]:
+        """Every probe's answer, with one exec per user the probes run as (an exec costs more
+        than most probes do): each probe apart, in a clean environment, under its own
+        timeout, its output ended by a line with a nonce and its exit code."""
+        by_user: dict[str, list[ProbeCommand]] = {}
+        for probe in self.config.probes:
+            by_user.setdefault(probe.user, []).append(probe)
+        answers: dict[str, ProbeAnswer] = {}
+        for user, probes in by_user.items():
+            nonce = uuid.uuid4().hex
+            home = "/root" if user in ("root", "0") else f"/home/{user}"
+            argv = ["/bin/bash", "--noprofile", "--norc", "-c", _PROBES, nonce, home, user]
+            for probe in probes:
+                run = probe.run.replace("{pristine}", self._pristine_dir or "")
+                argv += [f"{probe.timeout:g}", run]
+            _, output = self._container.exec_run(argv, user=user, workdir="/")
+            rest, token = output or b"", f"{nonce} ".encode()
+            for probe in probes:
+                said, found, rest = rest.partition(token)
+                code, _, rest = rest.partition(b"\n")
+                buffer = CappedBuffer(self.config.output_limit_bytes)
+                buffer.write(said)
+                exit_code = int(code) if found and code.isdigit() else None
+                answers[probe.id] = ProbeAnswer(exit_code=exit_code, output=buffer.text())
+        return answers
 
     def _watched(self, root: str, host: str | None) -> tuple[list[FileState], bool]:
         """A watched root, read from the box's merged root ``host`` on this host when it can
@@ -734,6 +815,8 @@ class DockerSandbox(Sandbox):
         if self._closed:
             return
         self._closed = True
+        if self._relay is not None:
+            self._relay.close()
         # the removal is not on the episode's critical path, but it always happens: the
         # remover's threads are joined at exit, and a killed process leaves a box whose owner
         # is dead, which any reap removes
