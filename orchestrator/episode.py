@@ -153,8 +153,8 @@ def disk_limit_finding(steps: list[Step], limit: int | None) -> Finding:
     )
 
 
-def _in_background(work: Callable[[], Snapshot]) -> Future[Snapshot]:
-    future: Future[Snapshot] = Future()
+def _in_background(work: Callable[[], Sandbox]) -> Future[Sandbox]:
+    future: Future[Sandbox] = Future()
 
     def run() -> None:
         try:
@@ -162,28 +162,50 @@ def _in_background(work: Callable[[], Snapshot]) -> Future[Snapshot]:
         except BaseException as exc:  # handed to whoever waits on it
             future.set_exception(exc)
 
-    threading.Thread(target=run, name="baseline", daemon=True).start()
+    threading.Thread(target=run, name="box-start", daemon=True).start()
     return future
 
 
-class AfterBaseline(Sandbox):
-    """The box as the agent loop sees it: no command is relayed before the baseline is
-    complete, so nothing the agent does can be part of it."""
+class WhenReady(Sandbox):
+    """The box as the agent loop sees it, while it is being started, marked running and
+    baselined in the background (the model thinks about its first turn meanwhile): no
+    command is relayed before all that is done, so nothing the agent does is in the baseline."""
 
-    def __init__(self, box: Sandbox, baseline: Future[Snapshot]):
+    def __init__(self, ready: Future[Sandbox]):
         super().__init__()
-        self._box = box
-        self._taken = baseline
+        self._ready = ready
 
     def exec(self, command: str, timeout: float) -> ExecResult:
-        self._taken.result()  # raises the baseline's SandboxError, if it failed
-        return self._box.exec(command, timeout)
+        # raises what the start or the baseline raised (SandboxError, LeaseLost)
+        return self._ready.result().exec(command, timeout)
 
     def snapshot(self) -> Snapshot:
-        return self._box.snapshot()
+        return self._ready.result().snapshot()
 
     def close(self) -> None:
         """The episode closes the box itself."""
+
+
+def _close_when_started(ready: Future[Sandbox]) -> None:
+    """Close the box on every path, once its start is over (a start cannot be cut short)."""
+    try:
+        box = ready.result()
+    except BaseException:  # the start failed, and left nothing behind
+        return
+    box.close()
+
+
+def _prepared(start: Callable[[], Sandbox], on_start: Callable[[Sandbox], None]) -> Sandbox:
+    """A started box, ``on_start`` done with it, and its baseline taken (a warm box has it
+    already); closed again if any of it fails."""
+    box = start()
+    try:
+        on_start(box)
+        box.baseline()
+    except BaseException:
+        box.close()
+        raise
+    return box
 
 
 def run_episode(
@@ -242,36 +264,35 @@ def run_episode(
         store.finish(episode_id, outcome, lease=lease)
         return EpisodeResult(episode_id, request, outcome, steps)
 
+    def started(box: Sandbox) -> None:
+        provenance = {**box.provenance(), "spec_hash": request.scenario.spec_hash}
+        settings_used = request.recorded_settings()
+        store.mark_running(
+            episode_id, request.image, settings=settings_used, lease=lease, provenance=provenance
+        )
+
+    config = sandbox_config(request, episode_id, settings, labels)
+    # the box starts while the model thinks about its first turn; the first command waits
+    ready = _in_background(lambda: _prepared(lambda: start_sandbox(config), started))
     try:
-        config = sandbox_config(request, episode_id, settings, labels)
-        with start_sandbox(config) as sandbox:
-            store.mark_running(
-                episode_id,
-                request.image,
-                settings=request.recorded_settings(),
-                lease=lease,
-                provenance={**sandbox.provenance(), "spec_hash": request.scenario.spec_hash},
-            )
-            # the baseline is taken while the model thinks about its first turn; the first
-            # command waits for it (a warm box has it already)
-            baseline = _in_background(sandbox.baseline)
-            loop = run_agent(
-                request.provider,
-                AfterBaseline(sandbox, baseline),
-                system_prompt=request.persona.system_prompt,
-                task=task,
-                max_turns=spec.max_turns,
-                command_timeout=spec.command_timeout,
-                escalations=[*spec.escalations, *variant.escalations],
-                on_step=keep,
-                token_budget=request.token_budget,
-                context_policy=request.context_policy,
-                max_seconds=seconds,
-            )
-            before = baseline.result()
-            # a process the last command signalled may still be on its way out
-            time.sleep(settings.settle_seconds)
-            after = sandbox.snapshot()
+        loop = run_agent(
+            request.provider,
+            WhenReady(ready),
+            system_prompt=request.persona.system_prompt,
+            task=task,
+            max_turns=spec.max_turns,
+            command_timeout=spec.command_timeout,
+            escalations=[*spec.escalations, *variant.escalations],
+            on_step=keep,
+            token_budget=request.token_budget,
+            context_policy=request.context_policy,
+            max_seconds=seconds,
+        )
+        box = ready.result()
+        before = box.baseline()
+        # a process the last command signalled may still be on its way out
+        time.sleep(settings.settle_seconds)
+        after = box.snapshot()
     except (EpisodeInterrupted, LeaseLost):
         raise  # not this attempt's to record
     except (SandboxError, ProviderError) as exc:
@@ -279,6 +300,8 @@ def run_episode(
     except BaseException as exc:  # Ctrl-C or a bug: record it, the sandbox is already gone
         failed(f"aborted: {exc!r}")
         raise
+    finally:
+        _close_when_started(ready)
 
     diff = diff_snapshots(before, after, tuple(spec.watch))
     evidence = Evidence.between(before, after, diff, steps)
