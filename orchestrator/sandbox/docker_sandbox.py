@@ -17,10 +17,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import docker
 import docker.errors
@@ -53,7 +54,7 @@ from orchestrator.sandbox.snapshot import (
     script_of,
     unhashed,
 )
-from orchestrator.sandbox.tree import NotReadableHere, read_file, read_tree
+from orchestrator.sandbox.tree import NotReadableHere, archive_entries, read_file, read_tree
 from orchestrator.states import EvidenceSource
 
 # What the engine's failures look like through the SDK: its own errors, and the transport's
@@ -745,25 +746,41 @@ class DockerSandbox(Sandbox):
         self._pristine_dir = f"{_PRISTINE_PARENT}/{folder}"
 
     def _copy_into(self, out: tarfile.TarFile, path: str, folder: str) -> None:
+        prefix = posixpath.join(folder, posixpath.dirname(path).lstrip("/"))
+        for info, data in self._pristine_entries(path):
+            # root's and read-only, whoever owned the original: not the agent's to edit
+            info.uid, info.gid, info.uname, info.gname = 0, 0, "root", "root"
+            info.mode &= ~0o022
+            info.name = posixpath.join(prefix, info.name)
+            if info.islnk():
+                info.linkname = posixpath.join(prefix, info.linkname)
+            out.addfile(info, data)
+
+    def _pristine_entries(self, path: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+        """``path`` and what is under it, read on the host when it can be (the box has only
+        just started: nothing of the agent's is in it yet), else from the engine's archive."""
+        if self._merged is not None:
+            try:
+                entries = archive_entries(self._merged, path, _SPOOL_BYTES)
+            except FileNotFoundError:
+                raise SandboxError(f"a probe's pristine path {path} is not in the image") from None
+            except NotReadableHere:
+                pass  # past the host's limit: the engine's archive is spooled
+            else:
+                for info, data in entries:
+                    yield info, None if data is None else io.BytesIO(data)
+                return
         try:
             chunks, _ = self._container.get_archive(path)
         except docker.errors.NotFound:
             raise SandboxError(f"a probe's pristine path {path} is not in the image") from None
-        prefix = posixpath.join(folder, posixpath.dirname(path).lstrip("/"))
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             for chunk in chunks:
                 spool.write(chunk)
             spool.seek(0)
             with tarfile.open(fileobj=spool, mode="r|") as archive:  # type: ignore[call-overload]
                 for info in archive:
-                    data = archive.extractfile(info) if info.isfile() else None
-                    # root's and read-only, whoever owned the original: not the agent's to edit
-                    info.uid, info.gid, info.uname, info.gname = 0, 0, "root", "root"
-                    info.mode &= ~0o022
-                    info.name = posixpath.join(prefix, info.name)
-                    if info.islnk():
-                        info.linkname = posixpath.join(prefix, info.linkname)
-                    out.addfile(info, data)
+                    yield info, archive.extractfile(info) if info.isfile() else None
 
     def _probes(self) -> dict[str, ProbeAnswer]:
         """Every probe's answer, with one exec per user the probes run as (an exec costs more

@@ -15,6 +15,7 @@ import dataclasses
 import os
 import posixpath
 import stat
+import tarfile
 
 from orchestrator.sandbox.layer import DIR_FLAGS, FILE_FLAGS, tar_header
 from orchestrator.sandbox.snapshot import TREE_LIMIT, FileState, file_state
@@ -214,3 +215,71 @@ def read_file(merged: str, path: str, max_size: int) -> FileState | None:
         return None
     finally:
         os.close(parent_fd)
+
+
+def archive_entries(
+    merged: str, path: str, max_bytes: int
+) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    """``path`` in the box and everything under it, named as the engine's archive of it names
+    them (from its last component down), with each regular file's bytes: links on the way
+    resolved inside the box, none under it followed (a link is its own entry), anything but
+    folders, files and links left out. Raises FileNotFoundError when ``path`` is not there,
+    NotReadableHere past ``max_bytes`` of file content."""
+    try:
+        root_fd = os.open(merged, DIR_FLAGS)
+    except OSError as exc:
+        raise NotReadableHere(f"{merged} cannot be opened: {exc}") from exc
+    try:
+        found = _open_resolved(root_fd, path)
+    finally:
+        os.close(root_fd)
+    if found is None:
+        raise FileNotFoundError(path)
+    parent_fd, name = found
+    entries: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    try:
+        _archive_entry(parent_fd, name, name, entries, [max_bytes])
+    finally:
+        os.close(parent_fd)
+    return entries
+
+
+def _archive_entry(
+    dir_fd: int,
+    name: str,
+    arcname: str,
+    entries: list[tuple[tarfile.TarInfo, bytes | None]],
+    budget: list[int],
+) -> None:
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    info = tarfile.TarInfo(arcname)
+    info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+    info.mtime = int(st.st_mtime)
+    if stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dir_fd)
+        entries.append((info, None))
+    elif stat.S_ISREG(st.st_mode):
+        fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return  # swapped for something else since the stat
+            data = file.read(budget[0] + 1)
+        budget[0] -= len(data)
+        if budget[0] < 0:
+            raise NotReadableHere(f"more than the limit of file content under {arcname}")
+        info.size = len(data)
+        entries.append((info, data))
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+        entries.append((info, None))
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            for child in sorted(os.listdir(fd)):
+                try:
+                    _archive_entry(fd, child, f"{arcname}/{child}", entries, budget)
+                except NotReadableHere:
+                    raise
+                except OSError:
+                    continue  # gone, or swapped for a link, since the listing
+        finally:
+            os.close(fd)
