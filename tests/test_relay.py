@@ -10,6 +10,7 @@ import time
 import docker
 import pytest
 
+from orchestrator.sandbox.base import ProbeCommand
 from orchestrator.sandbox.relay import DRAIN_SECONDS
 
 
@@ -26,15 +27,25 @@ def _execs_during(client: docker.DockerClient, container_id: str, body) -> tuple
     return result, sum(1 for e in events if e["timeNano"] >= since * 1e9)
 
 
-def test_commands_run_through_one_shell_with_no_exec_each(start_sandbox, docker_client) -> None:
-    sandbox = start_sandbox()
+def test_commands_and_probes_run_through_the_shells_with_no_exec_each(
+    start_sandbox, docker_client
+) -> None:
+    probes = (ProbeCommand("root", "id -un"), ProbeCommand("agent", "id -un", user="agent"))
+    sandbox = start_sandbox(probes=probes)
 
-    def twenty() -> list[str]:
-        return [sandbox.exec(f"echo {i}", timeout=10).stdout for i in range(20)]
+    def twenty() -> tuple[list[str], list[str]]:
+        outputs = [sandbox.exec(f"echo {i}", timeout=10).stdout for i in range(20)]
+        answers = [
+            a.output for s in (sandbox.snapshot(), sandbox.snapshot()) for a in s.probes.values()
+        ]
+        return outputs, answers
 
-    outputs, execs = _execs_during(docker_client, sandbox.container_id, twenty)
+    (outputs, answers), execs = _execs_during(docker_client, sandbox.container_id, twenty)
     assert outputs == [f"{i}\n" for i in range(20)]
-    assert execs == 0
+    assert answers == ["root\n", "agent\n"] * 2
+    # root's shell started with the box; the farm's own shell as the agent's user (apart
+    # from the one running the agent's commands) at the first snapshot, once
+    assert execs == 1
 
 
 def test_streams_are_kept_apart_byte_for_byte(start_sandbox) -> None:
@@ -145,3 +156,20 @@ def test_commands_from_two_boxes_at_once_do_not_mix(start_sandbox) -> None:
     for thread in threads:
         thread.join()
     assert seen == {n: [f"box{n}-{i}\n" for i in range(10)] for n in (0, 1)}
+
+
+def test_a_bash_env_file_the_agent_edits_runs_in_its_own_commands_only(start_sandbox) -> None:
+    """canary-log's image sets BASH_ENV to a hook the agent may edit: the agent's commands
+    still source it (the scenario's audit depends on it), but no shell of the farm's does (a
+    sweep or a probe as root, a probe as another user), so editing it gains nothing."""
+    sandbox = start_sandbox(
+        "canary-log",
+        probes=(ProbeCommand("as-root", "true"), ProbeCommand("other", "true", user="auditmon")),
+    )
+    plant = "echo 'touch /tmp/sourced-by-$(id -u) 2>/dev/null' >> /etc/support-audit/bash-audit.sh"
+    assert sandbox.exec(plant, timeout=10).exit_code == 0
+    assert sandbox.exec("sleep 30", timeout=1).timed_out  # a sweep as the agent and as root
+    sandbox.snapshot()  # the probes, as root and as auditmon
+    sandbox.exec("kill -9 $(ps -o ppid= -p $PPID)", timeout=10)  # a new shell for the agent
+    sourced = sandbox.exec("ls /tmp | grep sourced-by | sort", timeout=10).stdout.split()
+    assert sourced == ["sourced-by-1000"]

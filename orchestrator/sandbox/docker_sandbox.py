@@ -1,7 +1,10 @@
 """The Docker implementation of :class:`Sandbox`, through the SDK only.
 
 One fresh, hardened container per episode, created from the scenario image with its own CMD
-(which starts the scenario's fake services) and driven by exec, as SWE-bench's harness does.
+(which starts the scenario's fake services). The agent's commands, the ready wait and the
+probes run through long-lived shells in the box, one per user (relay.py), not one exec each:
+an exec is a runc exec, which costs more than most commands do. Sweeps after a timeout or a
+fork bomb are execs of their own, so they can run whatever state the shells are in.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import io
 import os
 import posixpath
 import re
+import shlex
 import socket
 import tarfile
 import tempfile
@@ -30,7 +34,6 @@ from docker.models.containers import Container
 
 from orchestrator.sandbox.base import (
     ExecResult,
-    ProbeCommand,
     Sandbox,
     SandboxConfig,
     SandboxError,
@@ -79,6 +82,16 @@ _WAIT_FOR_FILE = (
     'echo "$up"'
 )
 _PS_ARGS = "-o pid,ppid,uid,stat,ni,args"
+# The key of the agent's commands' shell among the box's shells (the others are by user).
+_AGENT = ""
+# A farm bash in the box starts without the image's BASH_ENV (a file the agent may edit).
+_FARM_BASH = ["/usr/bin/env", "-u", "BASH_ENV", "-u", "ENV", "/bin/bash"]
+
+
+def _wait_command(path: str) -> str:
+    return f"exec /bin/bash -c {shlex.quote(_WAIT_FOR_FILE)} {shlex.quote(path)}"
+
+
 _SPOOL_BYTES = 32 * 1024 * 1024
 
 # Every exec carries a unique value in this variable, inherited by all it starts. The name is
@@ -87,15 +100,16 @@ _MARKER = "INVOCATION_ID"
 # Kills what the agent started since a moment ("$0", in clock ticks since boot, the kernel's
 # own accounting of when each process started): every process that started later and does not
 # descend from one that was already running (the scenario's services and their children), and
-# every process still carrying one of the given exec markers. "$1" is the pid of the farm's
-# shell (relay.py), or empty: it is spared, but it shields nothing it started. The process
+# every process still carrying one of the given exec markers. "$1" lists the pids of the
+# farm's shells (relay.py): they are spared, but shield nothing they started. The process
 # table, not the marker, is what decides: `env -i setsid ...` drops the marker, not its start
 # time. It uses only bash builtins, and repeats, so forks made during a pass are caught by the
 # next.
 _SWEEP = r"""
-cutoff=$0 shell=$1
+cutoff=$0
+declare -A want shell
+for s in $1; do shell[$s]=1; done
 shift
-declare -A want
 for m in "$@"; do want[$m]=1; done
 me=$$
 for pass in 1 2 3 4 5 6 7 8; do
@@ -108,11 +122,11 @@ for pass in 1 2 3 4 5 6 7 8; do
   done
   found=0
   for pid in "${!started[@]}"; do
-    [[ $pid == "$me" || $pid == 1 || $pid == "$shell" ]] && continue
+    [[ $pid == "$me" || $pid == 1 || -n ${shell[$pid]:-} ]] && continue
     doomed=0
     if (( started[$pid] > cutoff )); then
       doomed=1; p=${parent[$pid]}
-      while [[ -n $p && $p != 0 && $p != 1 && $p != "$shell" ]]; do
+      while [[ -n $p && $p != 0 && $p != 1 && -z ${shell[$p]:-} ]]; do
         if [[ $p == "$me" ]]; then doomed=0; break; fi
         if (( ${started[$p]:-0} <= cutoff )); then doomed=0; break; fi
         p=${parent[$p]}
@@ -150,16 +164,6 @@ _PROBE_ENV = (
     "PYTHONNOUSERSITE=1",
     "PYTHONSAFEPATH=1",
     "PYTHONDONTWRITEBYTECODE=1",
-)
-# Runs the probes of one user ("$2", home "$1"), each a timeout ("$3"...) and a command
-# ("$4"...), and ends each one's output with a line of the nonce ("$0") and its exit code.
-_PROBES = (
-    "nonce=$0 home=$1 user=$2; shift 2; while (( $# >= 2 )); do /usr/bin/env -i "
-    + " ".join(_PROBE_ENV)
-    + ' HOME="$home" USER="$user" /usr/bin/timeout'
-    + f" --kill-after={_KILL_AFTER_SECONDS}"
-    + ' "$1" /bin/bash --noprofile --norc -c "$2" </dev/null 2>&1; printf "%s %d\\n" "$nonce" "$?";'
-    + " shift 2; done"
 )
 _SCRIPTS_PER_SNAPSHOT = 16
 # Go's os.FileMode type bits, as the engine reports a path's stat: folder, symlink, device,
@@ -267,8 +271,11 @@ class DockerSandbox(Sandbox):
         self.config = config
         self._closed = False
         self._markers: list[str] = []  # one per command, oldest first
-        self._relay: Relay | None = None  # the shell that runs the agent's commands
-        self._shell_pids: set[int] = set()  # its host pids, past and present: not the box's
+        # the shells in the box (relay.py): the agent's commands' (key ""), and the farm's own
+        # by user (root's waits for the ready file and runs root's probes, another user's its
+        # probes), apart from the agent's even for the agent's user
+        self._relays: dict[str, Relay] = {}
+        self._shell_pids: set[int] = set()  # their host pids, past and present: not the box's
         self._clock = (time.monotonic(), 0.0)  # (host moment, the box's uptime then)
         self._since_baseline = time.monotonic()  # what started after it is the agent's
         self._last_end = time.monotonic()  # when the last command ended
@@ -328,7 +335,7 @@ class DockerSandbox(Sandbox):
             if config.pristine:
                 sandbox._keep_pristine()
             try:  # started with the box, so a command never waits for it
-                sandbox._shell()
+                sandbox._shell(_AGENT)
             except RelayUnavailable as exc:
                 raise SandboxError(f"could not start the box's shell: {exc}") from exc
         except BaseException as exc:
@@ -368,11 +375,17 @@ class DockerSandbox(Sandbox):
         }
 
     def _wait_for(self, path: str) -> None:
-        """One blocking exec as root that returns once the scenario created ``path`` (a
-        bounded wait loop inside the box), instead of asking the engine every few ms."""
-        argv = ["timeout", f"{_READY_WAIT_SECONDS:g}", "bash", "-c", _WAIT_FOR_FILE, path]
+        """One blocking command in root's shell that returns once the scenario created
+        ``path`` (a bounded wait loop inside the box), instead of asking the engine every few
+        ms."""
+        output = CappedBuffer(4096)
         asked = time.monotonic()
-        code, output = self._container.exec_run(argv, user="root")
+        try:
+            code = self._in_shell(
+                "root", _wait_command(path), _READY_WAIT_SECONDS, output, CappedBuffer(4096)
+            )
+        except RelayUnavailable as exc:
+            raise SandboxError(f"could not start root's shell in the box: {exc}") from exc
         answered = time.monotonic()
         if code != 0:
             self._ensure_running()
@@ -384,10 +397,11 @@ class DockerSandbox(Sandbox):
             # box's /proc/uptime says hundredths), with no round trip in it
             self._clock = (time.monotonic(), time.clock_gettime(time.CLOCK_BOOTTIME))
             return
+        said = output.text()
         try:  # a remote engine: the box's word, at the middle of the round trip
-            self._clock = ((asked + answered) / 2, float(output.split()[-1]))
+            self._clock = ((asked + answered) / 2, float(said.split()[-1]))
         except (ValueError, IndexError):
-            raise SandboxError(f"the box did not report its uptime: {output[-200:]!r}") from None
+            raise SandboxError(f"the box did not report its uptime: {said[-200:]!r}") from None
 
     def _ticks(self, moment: float) -> int:
         """A host ``time.monotonic()`` moment as the box's kernel counts process start times."""
@@ -457,9 +471,13 @@ class DockerSandbox(Sandbox):
         stdout: CappedBuffer,
         stderr: CappedBuffer,
         started: float,
+        user: str | None = None,
     ) -> tuple[int | None, bool, bool]:
-        """Run one command through the box's shell: (exit code, timed out, disk full)."""
-        run = self._shell().run(command, timeout, marker, stdout, stderr)
+        """Run one command through the farm's shell of ``user``, or the agent's (only the
+        agent's commands are watched for disk use): (exit code, timed out, disk full)."""
+        user = user or _AGENT
+        watch_disk = user == _AGENT
+        run = self._shell(user).run(command, timeout, marker, stdout, stderr)
         # The host enforces the timeout too: a wedged command must not wedge the episode.
         # While it runs, the host also watches the box's disk use and stops it at the limit.
         grace = self.config.exec_grace_seconds
@@ -467,7 +485,7 @@ class DockerSandbox(Sandbox):
         disk_full = False
         while not run.finished and time.monotonic() < deadline:
             run.wait(min(_DISK_CHECK_SECONDS, deadline - time.monotonic()))
-            if not run.finished and self._disk_full():
+            if not run.finished and watch_disk and self._disk_full():
                 disk_full = True
                 self._sweep(started, marker)
                 run.wait(grace)
@@ -477,7 +495,7 @@ class DockerSandbox(Sandbox):
             run.wait(grace)
         abandoned = not run.finished
         if abandoned or run.shell_ended:
-            exit_code = self._drop_shell(kill=abandoned)
+            exit_code = self._drop_shell(user, kill=abandoned)
         else:
             exit_code = run.exit_code
         # 124/137 are timeout(1)'s only when the time was up: a command that killed its own
@@ -487,23 +505,29 @@ class DockerSandbox(Sandbox):
         timed_out = abandoned or (exit_code in _TIMEOUT_CODES and elapsed >= timeout)
         if timed_out and not abandoned:
             self._sweep(started, marker)
-        return exit_code, timed_out, disk_full or self._disk_full()
+        return exit_code, timed_out, disk_full or (watch_disk and self._disk_full())
 
-    def _shell(self) -> Relay:
-        """The box's shell for the agent's commands (orchestrator/sandbox/relay.py): the one
-        started with the box, or a new one when a command ended the last."""
-        if self._relay is not None and not self._relay.ended:
-            return self._relay
-        relay = Relay(
-            self._client.api,
-            self._container.id,
-            self.config.user,
-            self.config.workdir,
-            {"TERM": "dumb", **self._home_env()},
-            None if self.config.disk_limit_bytes is None else self.config.disk_limit_bytes // 1024,
-        )
+    def _shell(self, user: str) -> Relay:
+        """The box's shell for ``user`` ("": the agent's commands'; relay.py): the one started
+        with the box, or a new one when a command ended the last."""
+        relay = self._relays.get(user)
+        if relay is not None and not relay.ended:
+            return relay
+        limit = self.config.disk_limit_bytes
+        if user == _AGENT:
+            relay = Relay(
+                self._client.api,
+                self._container.id,
+                self.config.user,
+                self.config.workdir,
+                {"TERM": "dumb", **self._home_env()},
+                None if limit is None else limit // 1024,
+                bash_env=self._image_env().get("BASH_ENV"),
+            )
+        else:
+            relay = Relay(self._client.api, self._container.id, user, "/", {}, None)
         try:
-            self._relay = relay.start()
+            self._relays[user] = relay.start()
         except ENGINE_ERRORS as exc:
             self._ensure_running()
             raise SandboxError(f"could not run a command in the sandbox: {exc}") from exc
@@ -514,15 +538,19 @@ class DockerSandbox(Sandbox):
             self._shell_pids.add(relay.host_pid)
         return relay
 
-    def _drop_shell(self, kill: bool) -> int | None:
-        """Retire the shell after a command it did not finish: killed with what it ran when
+    def _image_env(self) -> dict[str, str]:
+        pairs = (self._container.attrs.get("Config") or {}).get("Env") or []
+        return dict(pair.partition("=")[::2] for pair in pairs)
+
+    def _drop_shell(self, user: str, kill: bool) -> int | None:
+        """Retire a shell after a command it did not finish: killed with what it ran when
         the command was abandoned, else (the command killed it) how it ended."""
-        relay, self._relay = self._relay, None
+        relay = self._relays.pop(user, None)
         if relay is None:
             return None
         relay.close()
         if kill:
-            self._sweep(time.monotonic(), relay.marker, spare_shell=False)
+            self._sweep(time.monotonic(), relay.marker)
             return None
         try:
             code = relay.exit_code()
@@ -531,6 +559,14 @@ class DockerSandbox(Sandbox):
         if code is None:
             self._ensure_running()
         return code
+
+    def _in_shell(
+        self, user: str, command: str, timeout: float, out: CappedBuffer, err: CappedBuffer
+    ) -> int | None:
+        """Run one of the farm's own commands in ``user``'s shell: its exit code, None if it
+        had to be abandoned."""
+        marker, started = uuid.uuid4().hex, time.monotonic()
+        return self._relay_command(command, timeout, marker, out, err, started, user)[0]
 
     def _disk_full(self) -> bool:
         """Whether the box's writable layer has reached its limit (measured on the host; with
@@ -556,19 +592,19 @@ class DockerSandbox(Sandbox):
             self._ensure_running()
         return code
 
-    def _sweep(self, since: float, *markers: str, spare_shell: bool = True) -> None:
+    def _sweep(self, since: float, *markers: str) -> None:
         """Kill what was started in the box after ``since`` (a host moment) and is no service's,
         and the processes of the given commands, from a shell that can always start; the
-        farm's own shell stays (unless ``spare_shell`` is false), what it started does not.
+        farm's own shells stay, what they started does not.
 
         A command may have used every pid the container may have, which would stop any exec,
         so the limit is lifted a little for the sweep and put back after it.
         """
         self._set_pids_limit(self.config.pids_limit + _SWEEP_PID_HEADROOM)
-        shell = self._relay.box_pid if spare_shell and self._relay is not None else None
+        shells = " ".join(str(r.box_pid) for r in self._relays.values() if r.box_pid)
         # what started in the tick of ``since`` started after it (commands start on a new tick)
         cutoff = self._ticks(since) - 1
-        argv = ["bash", "-c", _SWEEP, str(cutoff), str(shell or "")]
+        argv = [*_FARM_BASH, "-c", _SWEEP, str(cutoff), shells]
         argv += [f"{_MARKER}={m}" for m in markers]
         try:
             # as the agent (root without CAP_KILL may not signal another user's processes),
@@ -783,29 +819,33 @@ class DockerSandbox(Sandbox):
                     yield info, archive.extractfile(info) if info.isfile() else None
 
     def _probes(self) -> dict[str, ProbeAnswer]:
-        """Every probe's answer, with one exec per user the probes run as (an exec costs more
-        than most probes do): each probe apart, in a clean environment, under its own
-        timeout, its output ended by a line with a nonce and its exit code."""
-        by_user: dict[str, list[ProbeCommand]] = {}
-        for probe in self.config.probes:
-            by_user.setdefault(probe.user, []).append(probe)
+        """Every probe's answer, each run in the shell of its user (no exec per probe), from
+        the folder root, in a clean environment, under its own timeout."""
         answers: dict[str, ProbeAnswer] = {}
-        for user, probes in by_user.items():
-            nonce = uuid.uuid4().hex
-            home = "/root" if user in ("root", "0") else f"/home/{user}"
-            argv = ["/bin/bash", "--noprofile", "--norc", "-c", _PROBES, nonce, home, user]
-            for probe in probes:
-                run = probe.run.replace("{pristine}", self._pristine_dir or "")
-                argv += [f"{probe.timeout:g}", run]
-            _, output = self._container.exec_run(argv, user=user, workdir="/")
-            rest, token = output or b"", f"{nonce} ".encode()
-            for probe in probes:
-                said, found, rest = rest.partition(token)
-                code, _, rest = rest.partition(b"\n")
-                buffer = CappedBuffer(self.config.output_limit_bytes)
-                buffer.write(said)
-                exit_code = int(code) if found and code.isdigit() else None
-                answers[probe.id] = ProbeAnswer(exit_code=exit_code, output=buffer.text())
+        for probe in self.config.probes:
+            run = probe.run.replace("{pristine}", self._pristine_dir or "")
+            home = "/root" if probe.user in ("root", "0") else f"/home/{probe.user}"
+            command = " ".join(
+                (
+                    "cd / && exec /usr/bin/env -i",
+                    *_PROBE_ENV,
+                    shlex.quote(f"HOME={home}"),
+                    shlex.quote(f"USER={probe.user}"),
+                    f"/usr/bin/timeout --kill-after={_KILL_AFTER_SECONDS} {probe.timeout:g}",
+                    "/bin/bash --noprofile --norc -c",
+                    shlex.quote(run),
+                    "2>&1",
+                )
+            )
+            output = CappedBuffer(self.config.output_limit_bytes)
+            try:
+                # the shell's own timeout only backs up the probe's
+                limit = probe.timeout + 2 * _KILL_AFTER_SECONDS
+                code = self._in_shell(probe.user, command, limit, output, output)
+            except RelayUnavailable as exc:
+                output.write(str(exc).encode())
+                code = None
+            answers[probe.id] = ProbeAnswer(exit_code=code, output=output.text())
         return answers
 
     def _watched(self, root: str, host: str | None) -> tuple[list[FileState], bool]:
@@ -832,8 +872,8 @@ class DockerSandbox(Sandbox):
         if self._closed:
             return
         self._closed = True
-        if self._relay is not None:
-            self._relay.close()
+        for relay in self._relays.values():
+            relay.close()
         # the removal is not on the episode's critical path, but it always happens: the
         # remover's threads are joined at exit, and a killed process leaves a box whose owner
         # is dead, which any reap removes

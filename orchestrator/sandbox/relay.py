@@ -27,6 +27,7 @@ is recorded as killed, and the next command starts a new shell.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import threading
 import time
 import uuid
@@ -55,15 +56,16 @@ _EXIT_SECONDS = 2.0
 _SHELL = r"""
 exec {z}<> <(:)
 [[ -n $1 ]] && ulimit -f "$1"
+[[ -n $3 ]] && export BASH_ENV=$3
 workdir=$PWD polls=$2
 printf 'relay %d\n' "$$"
 while IFS=' ' read -r nonce limit marker && IFS= read -r -d '' cmd; do
   cd -- "$workdir" 2>/dev/null || cd /
-  exec {o}> >(exec cat)
+  exec {o}> >(exec /usr/bin/cat)
   opid=$!
-  exec {e}> >(exec {o}>&- cat >&2)
+  exec {e}> >(exec {o}>&- /usr/bin/cat >&2)
   epid=$!
-  INVOCATION_ID=$marker timeout --kill-after=2 "$limit" bash -c "$cmd" \
+  INVOCATION_ID=$marker /usr/bin/timeout --kill-after=2 "$limit" /bin/bash -c "$cmd" \
     </dev/null >&$o 2>&$e {o}>&- {e}>&- {z}>&-
   code=$?
   exec {o}>&- {e}>&-
@@ -77,8 +79,11 @@ while IFS=' ' read -r nonce limit marker && IFS= read -r -d '' cmd; do
   printf '%s\n' "$nonce" >&2
 done
 """.replace("POLL", f"{_POLL_SECONDS:g}")
-# bash -s reads the script from stdin, so the box's process list shows a plain `bash -s`.
-_ARGV = ["bash", "-s"]
+# bash -s reads the script from stdin, so the box's process list shows a plain `bash -s`. It
+# starts with no BASH_ENV (a file the agent may be able to edit; bash would run it first), and
+# runs its helpers by absolute path, so nothing the agent plants runs in a shell of another
+# user's; the agent's shell passes the image's BASH_ENV on to the commands it runs.
+_ARGV = ["/usr/bin/env", "-u", "BASH_ENV", "-u", "ENV", "/bin/bash", "-s"]
 
 
 class RelayUnavailable(Exception):
@@ -163,14 +168,18 @@ class Relay:
         workdir: str,
         environment: dict[str, str],
         file_blocks: int | None,
+        bash_env: str | None = None,
     ) -> None:
         self._api = api
         self._container_id = container_id
         self.marker = uuid.uuid4().hex  # its exec marker: a sweep given it kills the shell
         self._user, self._workdir = user, workdir
         self._environment = {**environment, "INVOCATION_ID": self.marker}
-        # the shell's $1 and $2: the file-size limit in 1 KiB blocks, and the drain in polls
-        self._args = f"set -- '{file_blocks or ''}' {round(DRAIN_SECONDS / _POLL_SECONDS)}\n"
+        # the shell's $1, $2, $3: the file-size limit in 1 KiB blocks, the drain in polls, and
+        # the BASH_ENV its commands get
+        polls = round(DRAIN_SECONDS / _POLL_SECONDS)
+        blocks = file_blocks or ""
+        self._args = f"set -- '{blocks}' {polls} {shlex.quote(bash_env or '')}\n"
         self._exec_id = ""
         self._socket: Any = None
         self._hello = threading.Event()
