@@ -1,4 +1,6 @@
-"""The agent's commands, run one after another by one long-lived shell in the box.
+"""Commands run one after another by one long-lived shell in the box: the agent's commands in
+the agent's shell, the farm's own (the ready wait, the probes) in shells of root or a probe's
+user (orchestrator/sandbox/docker_sandbox.py keeps one per purpose and user).
 
 Why: a ``docker exec`` per command is a runc exec (the shim, runc, entering the box's
 namespaces), about 0.08 core-seconds each on these machines (``make bench``), more than most
@@ -19,9 +21,9 @@ shell's memory. A command could read it from there (it runs as the same user) an
 early, but that only cuts its own output short: the evidence is read from outside the box,
 and the sweep after a timeout goes by the process table, not by what the shell says.
 
-The shell is the farm's, not the agent's: snapshots leave it out of the box's processes, and a
-sweep spares it (but not what it started). If the agent kills it, the command it was running
-is recorded as killed, and the next command starts a new shell.
+The shells are the farm's, not the box's: snapshots leave them out of the box's processes, and
+a sweep spares them (but not what they started). If the agent kills its shell, the command it
+was running is recorded as killed, and the next command starts a new shell.
 """
 
 from __future__ import annotations
