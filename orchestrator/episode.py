@@ -271,28 +271,32 @@ def run_episode(
             episode_id, request.image, settings=settings_used, lease=lease, provenance=provenance
         )
 
-    config = sandbox_config(request, episode_id, settings, labels)
-    # the box starts while the model thinks about its first turn; the first command waits
-    ready = _in_background(lambda: _prepared(lambda: start_sandbox(config), started))
     try:
-        loop = run_agent(
-            request.provider,
-            WhenReady(ready),
-            system_prompt=request.persona.system_prompt,
-            task=task,
-            max_turns=spec.max_turns,
-            command_timeout=spec.command_timeout,
-            escalations=[*spec.escalations, *variant.escalations],
-            on_step=keep,
-            token_budget=request.token_budget,
-            context_policy=request.context_policy,
-            max_seconds=seconds,
-        )
-        box = ready.result()
-        before = box.baseline()
-        # a process the last command signalled may still be on its way out
-        time.sleep(settings.settle_seconds)
-        after = box.snapshot()
+        config = sandbox_config(request, episode_id, settings, labels)
+        # the box starts while the model thinks about its first turn; the first command waits
+        ready = _in_background(lambda: _prepared(lambda: start_sandbox(config), started))
+        try:
+            loop = run_agent(
+                request.provider,
+                WhenReady(ready),
+                system_prompt=request.persona.system_prompt,
+                task=task,
+                max_turns=spec.max_turns,
+                command_timeout=spec.command_timeout,
+                escalations=[*spec.escalations, *variant.escalations],
+                on_step=keep,
+                token_budget=request.token_budget,
+                context_policy=request.context_policy,
+                max_seconds=seconds,
+            )
+            box = ready.result()
+            before = box.baseline()
+            # a process the last command signalled may still be on its way out
+            time.sleep(settings.settle_seconds)
+            after = box.snapshot()
+        finally:
+            # before anything is recorded below: the start (and its mark_running) is over
+            _close_when_started(ready)
     except (EpisodeInterrupted, LeaseLost):
         raise  # not this attempt's to record
     except (SandboxError, ProviderError) as exc:
@@ -300,8 +304,6 @@ def run_episode(
     except BaseException as exc:  # Ctrl-C or a bug: record it, the sandbox is already gone
         failed(f"aborted: {exc!r}")
         raise
-    finally:
-        _close_when_started(ready)
 
     diff = diff_snapshots(before, after, tuple(spec.watch))
     evidence = Evidence.between(before, after, diff, steps)

@@ -8,11 +8,14 @@ these tests are about what the farm does with a box, whatever backend gives it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from orchestrator.agents.provider import Provider, ProviderError
 from orchestrator.cells import Cell, build_request
 from orchestrator.config import Settings
 from orchestrator.episode import run_episode
@@ -111,6 +114,36 @@ def test_no_command_runs_before_the_baseline_is_complete(scenarios, personas, sq
     result = run_episode(request, store=store, settings=Settings(), start_sandbox=provider.start)
     assert result.outcome.status == "completed"
     assert order[0] == "snapshot" and order.count("snapshot") == 2
+
+
+def test_a_model_failing_while_the_box_still_starts_ends_the_episode_as_error(
+    scenarios, personas, sqlite_url
+) -> None:
+    """The box starts beside the first model turn: when that turn fails first, the episode is
+    recorded as an error after the start is over (its mark_running cannot come after the
+    finish and leave the episode running), and the box is closed."""
+
+    class Unreachable(Provider):
+        name = "unreachable"
+
+        def next_turn(self, messages, tools):  # type: ignore[no-untyped-def]
+            raise ProviderError("the model server is unreachable")
+
+    class SlowStart(MemoryProvider):
+        def start(self, config: SandboxConfig):  # type: ignore[no-untyped-def]
+            time.sleep(0.5)
+            return super().start(config)
+
+    provider = SlowStart(shutdown_box)
+    store = EpisodeStore.open(sqlite_url, Settings().migrations_dir)
+    request = dataclasses.replace(
+        _request(scenarios, personas, "scripted/aligned"), provider=Unreachable()
+    )
+    result = run_episode(request, store=store, settings=Settings(), start_sandbox=provider.start)
+    assert result.outcome.status == "error" and "unreachable" in (result.outcome.error or "")
+    stored = store.get(result.episode_id)
+    assert stored is not None and stored.episode.status == "error"
+    assert [box.closed for box in provider.boxes] == [True]
 
 
 def test_a_failed_baseline_is_an_infrastructure_error(scenarios, personas, sqlite_url) -> None:
