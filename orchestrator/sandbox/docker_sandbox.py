@@ -521,7 +521,7 @@ class DockerSandbox(Sandbox):
                 self.config.user,
                 self.config.workdir,
                 {"TERM": "dumb", **self._home_env()},
-                None if limit is None else limit // 1024,
+                None if limit is None else max(1, limit // 1024),
                 bash_env=self._image_env().get("BASH_ENV"),
             )
         else:
@@ -582,15 +582,6 @@ class DockerSandbox(Sandbox):
     def _home_env(self) -> dict[str, str]:
         home = "/root" if self.config.user == "root" else f"/home/{self.config.user}"
         return {"HOME": home, "USER": self.config.user}
-
-    def _exit_code(self, exec_id: str) -> int | None:
-        try:
-            code = self._client.api.exec_inspect(exec_id).get("ExitCode")
-        except ENGINE_ERRORS as exc:
-            raise SandboxError(f"could not read the command's exit code: {exc}") from exc
-        if code is None:
-            self._ensure_running()
-        return code
 
     def _sweep(self, since: float, *markers: str) -> None:
         """Kill what was started in the box after ``since`` (a host moment) and is no service's,

@@ -129,8 +129,7 @@ class RelayRun:
     stdout: _Stream
     stderr: _Stream
     done: threading.Event = field(default_factory=threading.Event)
-    shell_ended: bool = False  # the shell's stream ended before the command's end
-    error: BaseException | None = None  # the stream broke (not an end)
+    shell_ended: bool = False  # the shell's stream ended (or broke) before the command's end
 
     @property
     def finished(self) -> bool:
@@ -153,9 +152,9 @@ class RelayRun:
         if self.stdout.trailer is not None and self.stderr.trailer is not None:
             self.done.set()
 
-    def end(self, error: BaseException | None = None) -> None:
+    def end(self) -> None:
         if not self.done.is_set():
-            self.shell_ended, self.error = True, error
+            self.shell_ended = True
             self.done.set()
 
 
@@ -232,8 +231,8 @@ class Relay:
         request = f"{nonce} {seconds:g} {marker}\n".encode() + text + b"\0"
         try:
             self._raw().sendall(request)
-        except OSError as exc:
-            run.end(exc)
+        except OSError:
+            run.end()
         return run
 
     def exit_code(self) -> int | None:
@@ -259,7 +258,6 @@ class Relay:
         return getattr(self._socket, "_sock", self._socket)
 
     def _read(self) -> None:
-        error: BaseException | None = None
         try:
             for stream, data in frames_iter(self._socket, tty=False):
                 if not self._hello.is_set():
@@ -268,14 +266,14 @@ class Relay:
                 run = self._run
                 if run is not None:
                     run.feed(stream, data)
-        except (OSError, ValueError) as exc:  # ValueError: read on a closed socket
-            error = exc
+        except (OSError, ValueError):  # ValueError: read on a closed socket
+            pass  # a broken stream ends the shell as its end does
         with self._lock:
             self.ended = True
             run = self._run
         self._hello.set()
         if run is not None:
-            run.end(error)
+            run.end()
 
     def _greet(self, data: bytes) -> None:
         self._greeting += data
